@@ -1,0 +1,350 @@
+#!/usr/bin/env python3
+"""Write the CoMFLP section of an ESPnet-style RESULTS.md.
+
+The section sits between ``<!-- comflp:begin TAG -->`` and
+``<!-- comflp:end TAG -->``; a rerun replaces exactly that block and keeps
+everything else in the file (other tags, text written by hand or by ESPnet's
+show_asr_result.sh).  A new tag is appended.  The file is replaced atomically.
+
+Section contents, in ESPnet's RESULTS.md layout:
+
+* ``## Environments``: date, python / espnet / pytorch versions, git hash;
+* ``## Model``: original experiment and model file, removed layers, layer and
+  parameter counts before/after (from the winner's prune.yaml), search
+  settings (from proposals.json), decoding and fine-tuning configs;
+* the correlation heatmap image;
+* the fine-search candidate ranking (from comflp_score's ranking.json);
+* ``### CER`` and ``### WER`` tables with a row ``<model>/<test set>`` for each
+  model scored on each test set (``original``, ``pruned``, ``finetuned`` ...),
+  from comflp_score's scores.json.
+"""
+
+import argparse
+import datetime
+import importlib.metadata
+import json
+import logging
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+import yaml
+
+from comflp_espnet import scoring
+from comflp_espnet.atomic import atomic_output_file
+
+LOG_FORMAT = "%(asctime)s (%(module)s:%(lineno)d) %(levelname)s: %(message)s"
+MODEL_ORDER = ("original", "pruned", "finetuned")
+TAG_PATTERN = r"[A-Za-z0-9_.+-]+"
+
+
+class InputError(Exception):
+    """Bad user input: reported as one message and a non-zero exit."""
+
+
+def begin_marker(tag: str) -> str:
+    return f"<!-- comflp:begin {tag} -->"
+
+
+def end_marker(tag: str) -> str:
+    return f"<!-- comflp:end {tag} -->"
+
+
+def replace_section(document: str, tag: str, section: str, source: str = "") -> str:
+    """Put ``section`` between the tag's markers, replacing the old block or
+    appending a new one; all other text is kept byte for byte."""
+    begin, end = begin_marker(tag), end_marker(tag)
+    block = f"{begin}\n{section.rstrip()}\n{end}\n"
+    n_begin, n_end = document.count(begin), document.count(end)
+    if n_begin == 0 and n_end == 0:
+        if document and not document.endswith("\n"):
+            document += "\n"
+        separator = "\n" if document else ""
+        return document + separator + block
+    if n_begin != 1 or n_end != 1:
+        raise InputError(
+            f"{source or 'document'}: expected one '{begin}' and one '{end}', found "
+            f"{n_begin} and {n_end}; repair or remove the markers by hand"
+        )
+    start, stop = document.index(begin), document.index(end)
+    if stop < start:
+        raise InputError(f"{source or 'document'}: '{end}' comes before '{begin}'")
+    stop += len(end)
+    if document[stop : stop + 1] == "\n":
+        stop += 1
+    return document[:start] + block + document[stop:]
+
+
+def package_version(name: str) -> str:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def git_lines() -> List[str]:
+    """Git hash and commit date of the working directory's repository, if any."""
+    try:
+        rev = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        date = subprocess.run(
+            ["git", "log", "-1", "--format=%cd"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return []
+    return [f"- Git hash: `{rev}`", f"  - Commit date: `{date}`"]
+
+
+def environment_section(date: Optional[str]) -> str:
+    if date is None:
+        date = datetime.datetime.now().astimezone().strftime("%a %b %d %H:%M:%S %Z %Y")
+    python = sys.version.replace("\n", " ")
+    lines = [
+        "## Environments",
+        f"- date: `{date}`",
+        f"- python version: `{python}`",
+        f"- espnet version: `espnet {package_version('espnet')}`",
+        f"- pytorch version: `pytorch {package_version('torch')}`",
+        f"- comflp-espnet version: `{package_version('comflp-espnet')}`",
+    ] + git_lines()
+    return "\n".join(lines) + "\n"
+
+
+def link(path: Optional[str], base: Path) -> Optional[str]:
+    """Markdown link to ``path``, relative to the RESULTS.md directory."""
+    if not path:
+        return None
+    rel = os.path.relpath(os.path.abspath(path), os.path.abspath(base))
+    return f"[{path}]({rel})"
+
+
+def read_json(path: Optional[str], option: str) -> Optional[Any]:
+    if path is None:
+        return None
+    p = Path(path)
+    if p.is_dir():
+        raise InputError(f"{option} {path}: expected a JSON file, got a directory")
+    if not p.is_file():
+        raise InputError(f"{option} {path}: no such file")
+    try:
+        with p.open(encoding="utf-8") as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise InputError(f"{option} {path}: not valid JSON: {e}")
+
+
+def read_prune_record(winner_dir: Optional[str]) -> Dict[str, Any]:
+    if winner_dir is None:
+        return {}
+    path = Path(winner_dir) / "prune.yaml"
+    if not path.is_file():
+        raise InputError(f"--winner_dir {winner_dir}: no prune.yaml (not a pruned candidate)")
+    with path.open(encoding="utf-8") as f:
+        data = yaml.safe_load(f)
+    return data if isinstance(data, dict) else {}
+
+
+def millions(n: Optional[int]) -> str:
+    return "-" if n is None else f"{n / 1e6:.2f} M"
+
+
+def model_section(args, record: Dict[str, Any], proposals, base: Path) -> str:
+    lines = ["## Model"]
+    if args.asr_exp:
+        lines.append(f"- Original experiment: {link(args.asr_exp, base)}")
+    if args.asr_model_file:
+        lines.append(f"- Original model: {link(args.asr_model_file, base)}")
+    if args.winner_dir:
+        lines.append(f"- Pruned model (winner): {link(args.winner_dir, base)}")
+    if record:
+        removed = record.get("pruned_encoder_layers") or []
+        before = record.get("num_encoder_layers_before")
+        after = record.get("num_encoder_layers_after")
+        lines.append(
+            f"- Removed encoder layers: {', '.join(map(str, removed)) or 'none'} "
+            f"({before} -> {after} layers)"
+        )
+        if record.get("pruned_decoder_layers"):
+            lines.append(
+                "- Removed decoder layers: "
+                + ", ".join(map(str, record["pruned_decoder_layers"]))
+                + f" ({record.get('num_decoder_layers_before')} -> "
+                f"{record.get('num_decoder_layers_after')} layers)"
+            )
+        p_before, p_after = record.get("params_before"), record.get("params_after")
+        change = ""
+        if p_before and p_after is not None:
+            change = f" ({100.0 * (p_after - p_before) / p_before:+.1f}%)"
+        lines.append(f"- Params: {millions(p_before)} -> {millions(p_after)}{change}")
+        if record.get("score") is not None:
+            lines.append(
+                f"- Coarse score: {record['score']:.4f} (coarse rank {record.get('rank')})"
+            )
+    if isinstance(proposals, dict):
+        settings = [
+            f"method {proposals.get('method')}",
+            f"num_prune {proposals.get('num_prune')}",
+            f"topk {proposals.get('topk')}",
+        ]
+        if args.measure:
+            settings.insert(0, f"measure {args.measure}")
+        constraints = proposals.get("constraints") or {}
+        active = {k: v for k, v in constraints.items() if v not in (None, False, [], ())}
+        if active:
+            settings.append(
+                "constraints " + ", ".join(f"{k}={v}" for k, v in sorted(active.items()))
+            )
+        lines.append("- Search: " + ", ".join(settings))
+    elif args.measure:
+        lines.append(f"- Correlation measure: {args.measure}")
+    if args.inference_config:
+        lines.append(f"- Decode config: {link(args.inference_config, base)}")
+    if args.finetune_config:
+        lines.append(f"- Fine-tune config: {link(args.finetune_config, base)}")
+    if args.finetune_dir:
+        lines.append(f"- Fine-tuned model: {link(args.finetune_dir, base)}")
+    return "\n".join(lines) + "\n"
+
+
+def ranking_section(ranking: Dict[str, Any], fine_set: Optional[str]) -> str:
+    from comflp_espnet.bin.comflp_score import ranking_markdown
+
+    where = f" on {fine_set}" if fine_set else ""
+    return f"## Candidates (fine search{where})\n\n" + ranking_markdown(ranking)
+
+
+def parse_test_scores(values: List[str]) -> List[Tuple[str, str]]:
+    pairs = []
+    for value in values:
+        if "=" not in value:
+            raise InputError(
+                f"--test_scores {value!r}: expected NAME=PATH (test set name and "
+                "comflp_score's output dir or scores.json)"
+            )
+        name, path = value.split("=", 1)
+        if Path(path).is_dir():
+            path = str(Path(path) / "scores.json")
+        pairs.append((name, path))
+    return pairs
+
+
+def counts_from_json(d: Dict[str, Any]) -> scoring.ErrorCounts:
+    return scoring.ErrorCounts(
+        num_snt=d["num_snt"], num_ref=d["num_ref"], corr=d["corr"], sub=d["sub"],
+        dele=d["del"], ins=d["ins"], num_snt_err=d["num_snt_err"],
+    )
+
+
+def results_tables(test_scores: List[Tuple[str, str]]) -> str:
+    """### CER and ### WER tables, rows <model>/<test set>."""
+    rows: Dict[str, List[Tuple[str, scoring.ErrorCounts]]] = {"cer": [], "wer": []}
+    for test_set, path in test_scores:
+        data = read_json(path, "--test_scores")
+        models = data.get("models") if isinstance(data, dict) else None
+        if not isinstance(models, dict) or not models:
+            raise InputError(f"--test_scores {path}: no 'models' (not a comflp_score output)")
+        order = sorted(
+            models,
+            key=lambda n: (MODEL_ORDER.index(n) if n in MODEL_ORDER else len(MODEL_ORDER), n),
+        )
+        for name in order:
+            for metric in ("cer", "wer"):
+                rows[metric].append((f"{name}/{test_set}", counts_from_json(models[name][metric])))
+    # Group rows by model, as ESPnet lists one decoding's test sets together.
+    parts = ["## Results\n"]
+    for metric in ("cer", "wer"):
+        ordered = sorted(
+            rows[metric],
+            key=lambda r: (
+                MODEL_ORDER.index(r[0].split("/")[0])
+                if r[0].split("/")[0] in MODEL_ORDER else len(MODEL_ORDER),
+                r[0].split("/")[0],
+            ),
+        )
+        parts.append(f"### {metric.upper()}\n\n" + scoring.markdown_table(ordered))
+    return "\n".join(parts)
+
+
+def build_section(args, base: Path) -> str:
+    record = read_prune_record(args.winner_dir)
+    proposals = read_json(args.proposals, "--proposals")
+    ranking = read_json(args.ranking, "--ranking")
+    if args.ranking and not (isinstance(ranking, dict) and "ranking" in ranking):
+        raise InputError(f"--ranking {args.ranking}: not a comflp_score ranking.json")
+    test_scores = parse_test_scores(args.test_scores)
+    title = args.title or f"CoMFLP layer pruning ({args.tag})"
+    parts = [f"# {title}\n", environment_section(args.date), model_section(args, record, proposals, base)]
+    if args.heatmap:
+        rel = os.path.relpath(os.path.abspath(args.heatmap), os.path.abspath(base))
+        measure = args.measure or "correlation"
+        parts.append(f"## Correlation matrix\n\n![{measure} correlation between h_0..h_L]({rel})\n")
+    if ranking is not None:
+        parts.append(ranking_section(ranking, args.fine_set))
+    if test_scores:
+        parts.append(results_tables(test_scores))
+    return "\n".join(parts)
+
+
+def get_parser():
+    parser = argparse.ArgumentParser(
+        description="Write/update the CoMFLP section of an ESPnet-style RESULTS.md",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "--log_level",
+        type=lambda x: x.upper(),
+        default="INFO",
+        choices=("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG", "NOTSET"),
+    )
+    parser.add_argument("--output", required=True, help="RESULTS.md to create or update")
+    parser.add_argument(
+        "--tag", required=True,
+        help="section id; the section between its markers is replaced on rerun",
+    )
+    parser.add_argument("--title", default=None, help="section heading")
+    parser.add_argument("--asr_exp", default=None, help="original experiment directory")
+    parser.add_argument("--asr_model_file", default=None, help="original model file")
+    parser.add_argument(
+        "--winner_dir", default=None, help="winning candidate dir (its prune.yaml is read)"
+    )
+    parser.add_argument("--proposals", default=None, help="proposals.json (search settings)")
+    parser.add_argument("--ranking", default=None, help="ranking.json of comflp_score")
+    parser.add_argument("--fine_set", default=None, help="name of the fine-search set")
+    parser.add_argument("--measure", default=None, help="correlation measure name")
+    parser.add_argument("--heatmap", default=None, help="correlation heatmap image")
+    parser.add_argument(
+        "--test_scores", action="append", default=[],
+        help="NAME=PATH: test set name and comflp_score output dir (or its scores.json); "
+        "repeat per test set",
+    )
+    parser.add_argument("--inference_config", default=None, help="decode config to link")
+    parser.add_argument("--finetune_config", default=None, help="fine-tune config to link")
+    parser.add_argument("--finetune_dir", default=None, help="fine-tuned experiment dir")
+    parser.add_argument("--date", default=None, help="date line (default: now)")
+    return parser
+
+
+def main(cmd=None):
+    parser = get_parser()
+    args = parser.parse_args(cmd)
+    logging.basicConfig(level=args.log_level, format=LOG_FORMAT)
+    if not re.fullmatch(TAG_PATTERN, args.tag):
+        parser.error(f"--tag {args.tag!r}: use letters, digits and _ . + - only")
+    output = Path(args.output)
+    try:
+        section = build_section(args, output.parent)
+        document = output.read_text(encoding="utf-8") if output.is_file() else ""
+        updated = replace_section(document, args.tag, section, source=str(output))
+    except InputError as e:
+        sys.exit(f"comflp_results: error: {e}")
+    with atomic_output_file(output, encoding="utf-8") as f:
+        f.write(updated)
+    logging.info(f"wrote section {args.tag} of {output}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,95 @@
+"""comflp_candidates: proposals -> pruned candidate experiments + models.scp."""
+
+import json
+
+import pytest
+import yaml
+
+from comflp_espnet.bin import comflp_candidates
+
+
+def write_proposals(path, pruned_lists, scores=None):
+    scores = scores or [1.0 - 0.1 * i for i in range(len(pruned_lists))]
+    path.write_text(json.dumps({
+        "num_layers": 4, "num_prune": len(pruned_lists[0]), "method": "dp",
+        "topk": len(pruned_lists), "constraints": {}, "corr": "corr.npy",
+        "proposals": [
+            {"rank": i + 1, "pruned": p, "kept": [], "runs": [[p[0], p[-1]]], "score": s}
+            for i, (p, s) in enumerate(zip(pruned_lists, scores))
+        ],
+    }))
+    return path
+
+
+@pytest.fixture()
+def exp(tiny_exp_factory):
+    return tiny_exp_factory(num_blocks=4, decoder_blocks=1)
+
+
+def run(exp, proposals, out, *extra):
+    config, model = exp
+    comflp_candidates.main([
+        "--proposals", str(proposals), "--asr_train_config", str(config),
+        "--asr_model_file", str(model), "--output_dir", str(out), *extra,
+    ])
+
+
+def test_candidates_in_rank_order_with_models_scp(tmp_path, exp):
+    props = write_proposals(tmp_path / "p.json", [[2, 3], [3, 4], [1, 2]])
+    out = tmp_path / "cands"
+    run(exp, props, out, "--include_original", "true")
+    lines = (out / "models.scp").read_text().splitlines()
+    assert lines[0] == f"original {exp[0]} {exp[1]}"
+    model_name = exp[1].name
+    assert lines[1:] == [
+        f"cand0{i} {out / f'cand0{i}' / 'config.yaml'} {out / f'cand0{i}' / model_name}"
+        for i in (1, 2, 3)
+    ]
+    for i, pruned in ((1, [2, 3]), (2, [3, 4]), (3, [1, 2])):
+        d = out / f"cand0{i}"
+        config = yaml.safe_load((d / "config.yaml").read_text())
+        assert config["encoder_conf"]["num_blocks"] == 2
+        record = yaml.safe_load((d / "prune.yaml").read_text())
+        assert record["pruned_encoder_layers"] == pruned
+        assert record["rank"] == i
+        cand = yaml.safe_load((d / "candidate.yaml").read_text())
+        assert cand["pruned"] == pruned
+        assert cand["score"] == pytest.approx(1.0 - 0.1 * (i - 1))
+    assert sorted(p.name for p in out.iterdir()) == ["cand01", "cand02", "cand03", "models.scp"]
+
+    run(exp, props, out)  # without the original this time
+    assert not (out / "models.scp").read_text().startswith("original")
+
+
+def test_rerun_keeps_complete_candidates_and_redoes_changed_ones(tmp_path, exp):
+    out = tmp_path / "cands"
+    run(exp, write_proposals(tmp_path / "p.json", [[2, 3], [3, 4], [1, 2]]), out)
+    stamps = {d: (out / d / exp[1].name).stat().st_mtime_ns for d in ("cand01", "cand02")}
+
+    run(exp, write_proposals(tmp_path / "p.json", [[2, 3], [3, 4], [1, 2]]), out)
+    assert {d: (out / d / exp[1].name).stat().st_mtime_ns for d in stamps} == stamps
+
+    # A new search: rank 2 changes, rank 3 disappears.
+    run(exp, write_proposals(tmp_path / "p.json", [[2, 3], [1, 4]]), out)
+    assert (out / "cand01" / exp[1].name).stat().st_mtime_ns == stamps["cand01"]
+    record = yaml.safe_load((out / "cand02" / "prune.yaml").read_text())
+    assert record["pruned_encoder_layers"] == [1, 4]
+    assert not (out / "cand03").exists()
+    assert len((out / "models.scp").read_text().splitlines()) == 2
+
+
+@pytest.mark.parametrize(
+    "pruned_lists, message",
+    [([[2, 3], [4, 5]], "out of range"), ([[1, 2, 3, 4]], "keep at least one")],
+)
+def test_proposals_that_do_not_fit_the_model_write_nothing(tmp_path, exp, pruned_lists, message):
+    props = write_proposals(tmp_path / "p.json", pruned_lists)
+    out = tmp_path / "cands"
+    with pytest.raises(SystemExit, match=message):
+        run(exp, props, out)
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_missing_proposals_file_names_the_stage(tmp_path, exp):
+    with pytest.raises(SystemExit, match="written by comflp_search"):
+        run(exp, tmp_path / "none.json", tmp_path / "cands")
