@@ -9,7 +9,8 @@
 #
 #   tools/install_into_espnet.sh [--force] [--no-pip] ESPNET_ROOT
 #
-# An existing recipe directory is not overwritten unless --force is given.
+# An existing recipe directory is not overwritten unless --force is given; with --force its files are
+# replaced and its run outputs (data/, dump/, exp/, downloads/, RESULTS.md) are kept.
 # Afterwards:  cd ESPNET_ROOT/egs2/mini_an4/asr1_comflp && ./run.sh
 set -euo pipefail
 
@@ -65,18 +66,23 @@ fi
 
 for r in ${recipes}; do
     dst="${espnet_root}/${r}"
-    mkdir -p "$(dirname "${dst}")"
-    if [ -e "${dst}" ]; then
-        rm -rf "${dst}"
-    fi
-    # Copied entry by entry, leaving out the outputs of runs inside the plugin tree.
     mkdir -p "${dst}"
+    # Copied entry by entry. Run outputs (data, dump, exp, downloads, RESULTS.md) are neither
+    # copied from the plugin tree nor removed from an earlier install: --force replaces the
+    # recipe's files and keeps the user's experiments.
     for entry in "${plugin_root}/${r}"/* "${plugin_root}/${r}"/.[!.]*; do
         [ -e "${entry}" ] || [ -L "${entry}" ] || continue
-        case "$(basename "${entry}")" in
+        name=$(basename "${entry}")
+        case "${name}" in
             data|dump|exp|downloads|RESULTS.md) continue ;;
         esac
-        cp -a "${entry}" "${dst}/"
+        rm -rf "${dst:?}/${name}"
+        if [ "${r}/${name}" = egs2/TEMPLATE/asr1_comflp/conf ]; then
+            # A link to the plugin's top-level conf/ (plugin-wide defaults): copy what it points to.
+            cp -aL "${entry}" "${dst}/"
+        else
+            cp -a "${entry}" "${dst}/"
+        fi
     done
     log "Copied ${r} -> ${dst}"
 done
