@@ -4,6 +4,7 @@
 # layers pruned.  Needs an ESPnet checkout (asr.sh, Kaldi utils, local/ of egs2/aishell/asr1).
 #   ./run.sh                  # stages 1-20: data, training (4 GPUs), CoMFLP
 #   ./run.sh --stage 14       # CoMFLP on an already trained model
+#   cd ../asr1 && ../asr1_comflp/run.sh --stage 14   # CoMFLP on the model egs2/aishell/asr1 trained
 set -e
 set -u
 set -o pipefail
@@ -21,7 +22,9 @@ use_wordlm=false
 # speed perturbation (train_set becomes "${train_set}_sp")
 speed_perturb_factors="0.9 1.0 1.1"
 
-./asr_comflp.sh \
+# Called through this file's directory, so that the CoMFLP stages can also run from the recipe
+# directory where asr.sh trained the model (e.g. egs2/aishell/asr1: ../asr1_comflp/run.sh --stage 14).
+"$(dirname "$0")/asr_comflp.sh" \
     --nj 32 \
     --inference_nj 32 \
     --ngpu 4 \

@@ -16,7 +16,9 @@ test_sets="train_dev test"
 asr_config=conf/train_asr_transformer_12.yaml
 inference_config=conf/decode_asr.yaml
 
-./asr_comflp.sh \
+# Called through this file's directory, so that the CoMFLP stages can also run from the recipe
+# directory where asr.sh trained the model (e.g. egs2/aishell/asr1: ../asr1_comflp/run.sh --stage 14).
+"$(dirname "$0")/asr_comflp.sh" \
     --nj 1 \
     --inference_nj 1 \
     --ngpu 0 \
