@@ -100,6 +100,22 @@ def _scp_info(scp_path: Path) -> Optional[Dict[str, Any]]:
     return read_info(scp_path.parent)
 
 
+def _read_scp(path: PathLike):
+    """(key, matrix) pairs of a states scp; a read error names the scp.
+
+    kaldiio's own messages name only the archive or a fragment of a line.
+    """
+    import kaldiio
+
+    try:
+        yield from kaldiio.load_scp_sequential(str(path))
+    except Exception as e:
+        raise ValueError(
+            f"{path}: cannot read the states it lists ({type(e).__name__}: {e}); "
+            "is it a states.scp written by comflp_dump?"
+        ) from e
+
+
 def load_states(
     scp_paths: Union[PathLike, Sequence[PathLike]],
     num_states: Optional[int] = None,
@@ -113,8 +129,6 @@ def load_states(
     not given; without it, mean pooling is assumed and ``num_states`` is the
     row count (the same for every utterance).
     """
-    import kaldiio
-
     if isinstance(scp_paths, (str, os.PathLike)):
         scp_paths = [scp_paths]
     if not scp_paths:
@@ -145,7 +159,7 @@ def load_states(
     seen = set()
     per_state: Optional[List[List[np.ndarray]]] = None
     for path in scp_paths:
-        for key, matrix in kaldiio.load_scp_sequential(str(path)):
+        for key, matrix in _read_scp(path):
             if key in seen:
                 raise ValueError(f"{path}: utterance '{key}' appears more than once")
             seen.add(key)

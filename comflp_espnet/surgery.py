@@ -69,8 +69,26 @@ _LAYER_KEY = {
 _LAYER_PREFIX = {"encoder": "encoder.encoders", "decoder": "decoder.decoders"}
 
 
+PRUNE_RECORD = "prune.yaml"
+
+
 class PruneError(ValueError):
     """A pruning request that cannot be carried out."""
+
+
+def read_prune_record(experiment_dir: PathLike) -> Optional[Dict[str, Any]]:
+    """The ``prune.yaml`` of a pruned experiment directory; None when it has none."""
+    path = Path(experiment_dir) / PRUNE_RECORD
+    if not path.is_file():
+        return None
+    try:
+        with path.open(encoding="utf-8") as f:
+            record = yaml.safe_load(f)
+    except yaml.YAMLError as e:
+        raise PruneError(f"{path} does not parse as YAML ({e}); prune the model again")
+    if not isinstance(record, dict):
+        raise PruneError(f"{path}: not a prune record (a mapping); prune the model again")
+    return record
 
 
 class _NoAliasDumper(yaml.SafeDumper):
@@ -260,23 +278,18 @@ def prune_config(
     new_config = copy.deepcopy(dict(config))
     notes: List[str] = []
     warnings: List[str] = []
-    if prune_encoder:
-        check_supported(config, "encoder")
-        if num_encoder_layers is None:
-            num_encoder_layers = config_num_layers(config, "encoder")
-        removed = validate_layer_ids(prune_encoder, num_encoder_layers, "encoder")
-        new_config["encoder_conf"] = _prune_module_conf(
-            config.get("encoder_conf") or {}, num_encoder_layers, removed, "encoder",
-            notes, warnings,
-        )
-    if prune_decoder:
-        check_supported(config, "decoder")
-        if num_decoder_layers is None:
-            num_decoder_layers = config_num_layers(config, "decoder")
-        removed = validate_layer_ids(prune_decoder, num_decoder_layers, "decoder")
-        new_config["decoder_conf"] = _prune_module_conf(
-            config.get("decoder_conf") or {}, num_decoder_layers, removed, "decoder",
-            notes, warnings,
+    for part, prune, num_layers in (
+        ("encoder", prune_encoder, num_encoder_layers),
+        ("decoder", prune_decoder, num_decoder_layers),
+    ):
+        if not prune:
+            continue
+        check_supported(config, part)
+        if num_layers is None:
+            num_layers = config_num_layers(config, part)
+        removed = validate_layer_ids(prune, num_layers, part)
+        new_config[f"{part}_conf"] = _prune_module_conf(
+            config.get(f"{part}_conf") or {}, num_layers, removed, part, notes, warnings
         )
     for message in warnings:
         logging.warning(message)
@@ -414,7 +427,7 @@ def prune_experiment(
         with (tmp_dir / "config.yaml").open("w", encoding="utf-8") as f:
             dump_yaml(new_config, f)
         torch.save(new_state_dict, tmp_dir / model_name)
-        with (tmp_dir / "prune.yaml").open("w", encoding="utf-8") as f:
+        with (tmp_dir / PRUNE_RECORD).open("w", encoding="utf-8") as f:
             dump_yaml(info, f)
     logging.info(
         f"Pruned encoder layers {list(prune_encoder)} decoder layers "

@@ -93,3 +93,28 @@ def test_proposals_that_do_not_fit_the_model_write_nothing(tmp_path, exp, pruned
 def test_missing_proposals_file_names_the_stage(tmp_path, exp):
     with pytest.raises(SystemExit, match="written by comflp_search"):
         run(exp, tmp_path / "none.json", tmp_path / "cands")
+
+
+@pytest.mark.parametrize("content, message", [
+    ("{", "not valid JSON"),
+    ('{"proposals": [{"rank": 1, "pruned": [0]}]}', "1-based layer ids"),
+    ('{"proposals": [{"rank": 1, "pruned": [1]}, {"rank": 1, "pruned": [2]}]}', "duplicated ranks"),
+])
+def test_malformed_proposals_are_reported_before_any_pruning(tmp_path, exp, content, message):
+    props = tmp_path / "p.json"
+    props.write_text(content)
+    out = tmp_path / "cands"
+    with pytest.raises(SystemExit) as e:
+        run(exp, props, out)
+    assert message in str(e.value.code) and f"--proposals {props}" in str(e.value.code)
+    assert not out.exists()
+
+
+def test_damaged_candidate_is_rebuilt(tmp_path, exp):
+    props = write_proposals(tmp_path / "p.json", [[2, 3]])
+    out = tmp_path / "cands"
+    run(exp, props, out)
+    (out / "cand01" / "prune.yaml").write_text("a: [1,\n")
+    run(exp, props, out)
+    assert yaml.safe_load((out / "cand01" / "prune.yaml").read_text())[
+        "pruned_encoder_layers"] == [2, 3]

@@ -40,7 +40,7 @@ def test_cli_drops_command_line_options(tmp_path):
     assert merged["token_list"][2] == "你"
 
 
-@pytest.mark.parametrize("text, message", [("[1, 2]\n", "expected a mapping"),
+@pytest.mark.parametrize("text, message", [("[1, 2]\n", "must be a YAML mapping"),
                                            ("a: [1,\n", "does not parse")])
 def test_cli_rejects_bad_overlay_without_output(tmp_path, text, message):
     base = tmp_path / "config.yaml"

@@ -104,3 +104,36 @@ def test_bad_test_scores_argument_is_reported(tmp_path, inputs):
         comflp_results.main(["--output", str(output), "--tag", "t",
                              "--test_scores", f"test={tmp_path / 'missing.json'}"])
     assert not output.exists()
+
+
+def test_version_of_a_package_run_from_a_checkout(tmp_path, inputs, monkeypatch):
+    import importlib.metadata
+
+    import comflp_espnet
+
+    real_version = importlib.metadata.version
+
+    def version(name):
+        if name == "comflp-espnet":
+            raise importlib.metadata.PackageNotFoundError(name)
+        return real_version(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", version)
+    output = tmp_path / "RESULTS.md"
+    run(tmp_path, inputs, output)
+    assert f"- comflp-espnet version: `{comflp_espnet.__version__}`" in output.read_text()
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("no_counts", "model 'pruned' lacks cer counts"),
+    ("bad_prune_yaml", "prune.yaml does not parse as YAML"),
+])
+def test_damaged_inputs_are_named_and_nothing_is_written(tmp_path, inputs, damage, message):
+    if damage == "no_counts":
+        (inputs["scores"] / "scores.json").write_text(json.dumps({"models": {"pruned": {}}}))
+    else:
+        (inputs["winner"] / "prune.yaml").write_text("a: [1,\n")
+    output = tmp_path / "RESULTS.md"
+    with pytest.raises(SystemExit, match=message):
+        run(tmp_path, inputs, output)
+    assert not output.exists()

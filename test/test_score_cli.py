@@ -150,3 +150,18 @@ def test_rescoring_replaces_previous_outputs(tmp_path):
     out = run_score(tmp_path, data, hyp_dir, extra=["--metric", "wer"])
     assert not (out / "old").exists()
     assert not (out / "winner").exists()
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("no_proposals", "non-empty 'proposals' list"),
+    ("bad_prune_yaml", "cand01/prune.yaml does not parse as YAML"),
+])
+def test_damaged_search_outputs_are_named_and_nothing_is_written(tmp_path, damage, message):
+    data, hyp_dir, props, cands = setup_case(tmp_path, {"cand01": dict(REF)}, scores=[0.5])
+    if damage == "no_proposals":
+        props.write_text(json.dumps({"proposals": []}))
+    else:
+        (cands / "cand01" / "prune.yaml").write_text("a: [1,\n")
+    with pytest.raises(SystemExit, match=message):
+        run_score(tmp_path, data, hyp_dir, props, cands, ["--metric", "cer"])
+    assert not (tmp_path / "scores").exists()

@@ -1,8 +1,6 @@
 """Hidden-state collection, pooling, Kaldi archives and the dump/corr CLIs."""
 
 import logging
-import sys
-import types
 
 import kaldiio
 import numpy as np
@@ -208,7 +206,7 @@ def test_dump_cli_bad_data_exits_without_output(damage, transformer_model, tmp_p
     assert not out.exists() and not list(tmp_path.glob(".out*"))
 
 
-def test_dump_jobs_merge_and_corr_cli(transformer_model, tmp_path, monkeypatch):
+def test_dump_jobs_merge_and_corr_cli(transformer_model, tmp_path):
     from comflp_espnet.bin import comflp_corr, comflp_dump
     from comflp_espnet.datadir import write_key_files
 
@@ -229,14 +227,6 @@ def test_dump_jobs_merge_and_corr_cli(transformer_model, tmp_path, monkeypatch):
     for a, b in zip(jobs, both):
         np.testing.assert_array_equal(a, b)
 
-    try:
-        import comflp_espnet.measures  # noqa: F401
-    except ImportError:  # measures land separately; a stand-in with the same contract
-        stub = types.ModuleType("comflp_espnet.measures")
-        stub.MEASURES = ("dc", "svcca", "cka", "cosine", "angular")
-        stub.correlation_matrix = lambda states, measure="dc", **kw: np.corrcoef(
-            np.stack([s.mean(1) for s in states]))
-        monkeypatch.setitem(sys.modules, "comflp_espnet.measures", stub)
     out = tmp_path / "corr" / "cka.npy"
     comflp_corr.main(["--states_scp", str(tmp_path / "states/states.scp"), "--measure", "cka",
                       "--output", str(out), "--heatmap", str(tmp_path / "corr" / "cka.png")])
@@ -251,3 +241,25 @@ def test_dump_jobs_merge_and_corr_cli(transformer_model, tmp_path, monkeypatch):
     assert not (tmp_path / "corr" / "cka.npy2").exists()
     with open(tmp_path / "states" / "states_info.yaml") as f:
         assert yaml.safe_load(f)["pooling"] == "mean"
+
+
+def test_corr_cli_names_an_unreadable_scp(tmp_path):
+    from comflp_espnet.bin import comflp_corr
+
+    scp = tmp_path / "states.scp"
+    scp.write_text("utt1 missing.ark:12\n")
+    out = tmp_path / "corr.npy"
+    with pytest.raises(SystemExit) as excinfo:
+        comflp_corr.main(["--states_scp", str(scp), "--output", str(out)])
+    assert f"{scp}: cannot read the states it lists" in str(excinfo.value.code)
+    assert not out.exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_dump_cli_gpu_request_without_cuda_is_an_input_error(tmp_path):
+    data = make_tiny_data_dir(tmp_path / "data", num_utts=2)
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as excinfo:
+        _dump_cli(tmp_path / "config.yaml", tmp_path / "model.pth", data, out, "--ngpu", "1")
+    assert "--ngpu 1 but no CUDA device" in str(excinfo.value.code)
+    assert not out.exists()

@@ -18,69 +18,68 @@ directories that no longer correspond to a proposal.
 """
 
 import argparse
-import json
 import logging
 import os
 import re
 import shutil
 import sys
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import yaml
 
 from comflp_espnet.atomic import atomic_output_dir, atomic_output_file
+from comflp_espnet.cli import (
+    InputError,
+    exit_on_error,
+    new_parser,
+    read_json,
+    setup_logging,
+    str2bool,
+)
+from comflp_espnet.surgery import PruneError, read_prune_record
 
-LOG_FORMAT = "%(asctime)s (%(module)s:%(lineno)d) %(levelname)s: %(message)s"
 ORIGINAL_NAME = "original"
 CANDIDATE_RECORD = "candidate.yaml"
 
 
-def str2bool(value: str) -> bool:
-    if value.lower() in ("true", "1", "yes"):
-        return True
-    if value.lower() in ("false", "0", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
-
-
 def read_proposals(path: str) -> List[Dict[str, Any]]:
-    """Proposals of the JSON file, sorted by rank; validated."""
-    p = Path(path)
-    if not p.is_file():
-        raise SystemExit(
-            f"comflp_candidates: error: --proposals {path}: no such file "
-            "(it is written by comflp_search, the coarse-search stage)"
-        )
-    try:
-        with p.open(encoding="utf-8") as f:
-            data = json.load(f)
-    except json.JSONDecodeError as e:
-        raise SystemExit(f"comflp_candidates: error: --proposals {path}: not valid JSON: {e}")
+    """Proposals of comflp_search's JSON file, validated, with ranks, in rank order."""
+    data = read_json(path, "--proposals", hint="written by comflp_search, the coarse-search stage")
     proposals = data.get("proposals") if isinstance(data, dict) else None
     if not isinstance(proposals, list) or not proposals:
-        raise SystemExit(
-            f"comflp_candidates: error: --proposals {path}: expected a JSON object with a "
-            "non-empty 'proposals' list"
+        raise InputError(
+            f"--proposals {path}: expected a JSON object with a non-empty 'proposals' list"
         )
     for i, prop in enumerate(proposals):
         if not isinstance(prop, dict) or not isinstance(prop.get("pruned"), list):
-            raise SystemExit(
-                f"comflp_candidates: error: --proposals {path}: proposal {i} has no "
-                "'pruned' list of layer ids"
+            raise InputError(
+                f"--proposals {path}: proposal {i} has no 'pruned' list of layer ids"
             )
         if not all(isinstance(x, int) and x >= 1 for x in prop["pruned"]):
-            raise SystemExit(
-                f"comflp_candidates: error: --proposals {path}: proposal {i} 'pruned' "
-                f"must hold 1-based layer ids, got {prop['pruned']}"
+            raise InputError(
+                f"--proposals {path}: proposal {i} 'pruned' must hold 1-based layer ids, "
+                f"got {prop['pruned']}"
             )
     ranks = [prop.get("rank", i + 1) for i, prop in enumerate(proposals)]
+    if not all(isinstance(r, int) and not isinstance(r, bool) and r >= 1 for r in ranks):
+        raise InputError(f"--proposals {path}: ranks must be integers >= 1, got {ranks}")
     if len(set(ranks)) != len(ranks):
-        raise SystemExit(f"comflp_candidates: error: --proposals {path}: duplicated ranks")
+        raise InputError(f"--proposals {path}: duplicated ranks")
     return [
         dict(prop, rank=rank)
         for rank, prop in sorted(zip(ranks, proposals), key=lambda x: x[0])
     ]
+
+
+def candidate_names(proposals: List[Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
+    """``candNN`` -> proposal, in the order given (``read_proposals``'s output).
+
+    NN is the rank, two digits or as many as the largest rank needs, so that
+    the directories sort in rank order.
+    """
+    width = max(2, len(str(max(p["rank"] for p in proposals))))
+    return {f"cand{p['rank']:0{width}d}": p for p in proposals}
 
 
 def check_layers(proposals, asr_train_config, proposals_path):
@@ -94,14 +93,10 @@ def check_layers(proposals, asr_train_config, proposals_path):
         for prop in proposals:
             validate_layer_ids(prop["pruned"], num_layers, "encoder")
     except (ValueError, OSError) as e:
-        sys.exit(
-            f"comflp_candidates: error: --proposals {proposals_path} does not fit "
+        raise InputError(
+            f"--proposals {proposals_path} does not fit "
             f"--asr_train_config {asr_train_config}: {e}"
         )
-
-
-def candidate_name(rank: int, width: int) -> str:
-    return f"cand{rank:0{width}d}"
 
 
 def expected_record(prop, asr_train_config, asr_model_file) -> Dict[str, Any]:
@@ -125,20 +120,16 @@ def file_stamp(path) -> str:
 
 def is_complete(cand_dir: Path, record: Dict[str, Any], model_basename: str) -> bool:
     """A candidate is reusable when its records match what is requested."""
-    files = [
-        cand_dir / CANDIDATE_RECORD, cand_dir / "prune.yaml",
-        cand_dir / "config.yaml", cand_dir / model_basename,
-    ]
+    files = [cand_dir / CANDIDATE_RECORD, cand_dir / "config.yaml", cand_dir / model_basename]
     if not all(f.is_file() for f in files):
         return False
     try:
         with (cand_dir / CANDIDATE_RECORD).open(encoding="utf-8") as f:
             old = yaml.safe_load(f)
-        with (cand_dir / "prune.yaml").open(encoding="utf-8") as f:
-            prune_record = yaml.safe_load(f)
-    except (OSError, yaml.YAMLError):
-        return False
-    if not isinstance(old, dict) or not isinstance(prune_record, dict):
+        prune_record = read_prune_record(cand_dir)
+    except (OSError, yaml.YAMLError, PruneError):
+        return False  # damaged: rebuilt
+    if not isinstance(old, dict) or prune_record is None:
         return False
     keys = ("pruned", "pruned_decoder", "asr_model_stamp")
     same_sources = all(
@@ -174,16 +165,9 @@ def build_candidate(cand_dir: Path, record, asr_train_config, asr_model_file):
             yaml.safe_dump(record, f, sort_keys=False)
 
 
-def get_parser():
-    parser = argparse.ArgumentParser(
-        description="Write one pruned ESPnet experiment per CoMFLP proposal",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    parser.add_argument(
-        "--log_level",
-        type=lambda x: x.upper(),
-        default="INFO",
-        choices=("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG", "NOTSET"),
+def get_parser() -> argparse.ArgumentParser:
+    parser = new_parser(
+        "comflp_candidates", "Write one pruned ESPnet experiment per CoMFLP proposal"
     )
     parser.add_argument("--proposals", required=True, help="proposals.json of comflp_search")
     parser.add_argument("--asr_train_config", required=True, help="config.yaml of the model")
@@ -196,27 +180,25 @@ def get_parser():
     return parser
 
 
-def main(cmd=None):
+def main(cmd: Optional[List[str]] = None) -> None:
     parser = get_parser()
     args = parser.parse_args(cmd)
-    logging.basicConfig(level=args.log_level, format=LOG_FORMAT)
+    setup_logging(args.log_level)
     for opt in ("asr_train_config", "asr_model_file"):
         if not Path(getattr(args, opt)).is_file():
             parser.error(f"--{opt} {getattr(args, opt)}: no such file")
-    proposals = read_proposals(args.proposals)
-    check_layers(proposals, args.asr_train_config, args.proposals)
+    with exit_on_error(parser.prog):
+        proposals = read_proposals(args.proposals)
+        check_layers(proposals, args.asr_train_config, args.proposals)
 
     out_dir = Path(args.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model_basename = Path(args.asr_model_file).name
-    width = max(2, len(str(max(p["rank"] for p in proposals))))
     lines = []
     if args.include_original:
         lines.append(f"{ORIGINAL_NAME} {args.asr_train_config} {args.asr_model_file}")
-    wanted = set()
-    for prop in proposals:
-        name = candidate_name(prop["rank"], width)
-        wanted.add(name)
+    named = candidate_names(proposals)
+    for name, prop in named.items():
         cand_dir = out_dir / name
         record = expected_record(prop, args.asr_train_config, args.asr_model_file)
         if is_complete(cand_dir, record, model_basename):
@@ -226,13 +208,13 @@ def main(cmd=None):
             try:
                 build_candidate(cand_dir, record, args.asr_train_config, args.asr_model_file)
             except ValueError as e:  # surgery.PruneError and config errors
-                sys.exit(f"comflp_candidates: error: {name} (layers {record['pruned']}): {e}")
+                sys.exit(f"{parser.prog}: error: {name} (layers {record['pruned']}): {e}")
         lines.append(f"{name} {cand_dir / 'config.yaml'} {cand_dir / model_basename}")
 
     # Candidates of an earlier, different search would otherwise be mistaken
     # for current ones by later stages.
     for stale in sorted(out_dir.iterdir()):
-        if stale.is_dir() and re.fullmatch(r"cand\d+", stale.name) and stale.name not in wanted:
+        if stale.is_dir() and re.fullmatch(r"cand\d+", stale.name) and stale.name not in named:
             logging.info(f"removing {stale}: not among the current proposals")
             shutil.rmtree(stale)
 
@@ -242,7 +224,4 @@ def main(cmd=None):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except KeyboardInterrupt:
-        sys.exit(130)
+    main()

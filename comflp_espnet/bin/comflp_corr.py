@@ -13,15 +13,15 @@ optionally as a heatmap image.
 
 import argparse
 import logging
-import sys
 from pathlib import Path
 from typing import List, Optional
 
 import numpy as np
 
 from comflp_espnet.atomic import atomic_output_file
-
-LOG_FORMAT = "%(asctime)s (%(module)s:%(lineno)d) %(levelname)s: %(message)s"
+from comflp_espnet.cli import exit_on_error, new_parser, setup_logging
+from comflp_espnet.measures import MEASURE_OPTIONS, MEASURES, correlation_matrix
+from comflp_espnet.state_archive import load_states, read_info
 
 
 def save_heatmap(corr: np.ndarray, path: str, measure: str, num_items: int, unit: str) -> None:
@@ -60,14 +60,11 @@ def save_heatmap(corr: np.ndarray, path: str, measure: str, num_items: int, unit
 
 
 def get_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description="Correlation matrix between encoder hidden states",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    parser = new_parser("comflp_corr", "Correlation matrix between encoder hidden states")
     parser.add_argument(
         "--states_scp", action="append", required=True, help="states.scp (repeatable)"
     )
-    parser.add_argument("--measure", default="dc", help="dc, svcca, cka, cosine, angular")
+    parser.add_argument("--measure", default="dc", choices=MEASURES)
     parser.add_argument(
         "--batch_size",
         type=int,
@@ -76,57 +73,36 @@ def get_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--output", required=True, help="Output .npy")
     parser.add_argument("--heatmap", default=None, help="Optional heatmap image (.png)")
-    parser.add_argument(
-        "--log_level",
-        default="INFO",
-        choices=("ERROR", "WARNING", "INFO", "DEBUG"),
-        help="The verbose level of logging",
-    )
     return parser
 
 
 def main(cmd: Optional[List[str]] = None) -> None:
     parser = get_parser()
     args = parser.parse_args(cmd)
-    logging.basicConfig(level=args.log_level, format=LOG_FORMAT)
-
-    from comflp_espnet.measures import MEASURES, correlation_matrix
-    from comflp_espnet.state_archive import load_states
-
-    if args.measure not in MEASURES:
-        parser.error(f"--measure must be one of {', '.join(MEASURES)}, got {args.measure!r}")
+    setup_logging(args.log_level)
     if args.batch_size is not None and args.batch_size < 0:
         parser.error("--batch_size must be >= 0 (0: all rows in one block)")
-    try:
-        states = load_states(args.states_scp)
-    except (ValueError, FileNotFoundError) as e:
-        sys.exit(f"comflp_corr: error: {e}")
-    num_items = states[0].shape[0]
-    logging.info(
-        f"Read {len(states)} states of {num_items} rows x {states[0].shape[1]} dims "
-        f"from {len(args.states_scp)} scp file(s)"
-    )
     options = {}
     if args.batch_size is not None:
-        from comflp_espnet import measures
-
-        accepted = getattr(measures, "MEASURE_OPTIONS", {}).get(args.measure, {"batch_size": None})
-        if "batch_size" in accepted:
+        if "batch_size" in MEASURE_OPTIONS[args.measure]:
             options["batch_size"] = args.batch_size
         else:
             logging.info(f"--batch_size does not apply to {args.measure}; ignored")
-    try:
-        corr = correlation_matrix(states, measure=args.measure, **options)
-    except (ValueError, TypeError) as e:
-        sys.exit(f"comflp_corr: error: {e}")
-    corr = np.asarray(corr, dtype=np.float64)
+    with exit_on_error(parser.prog, ValueError, TypeError, FileNotFoundError):
+        states = load_states(args.states_scp)
+        num_items = states[0].shape[0]
+        logging.info(
+            f"Read {len(states)} states of {num_items} rows x {states[0].shape[1]} dims "
+            f"from {len(args.states_scp)} scp file(s)"
+        )
+        corr = np.asarray(
+            correlation_matrix(states, measure=args.measure, **options), dtype=np.float64
+        )
 
     with atomic_output_file(args.output, "wb") as f:
         np.save(f, corr)
     logging.info(f"Wrote {corr.shape[0]}x{corr.shape[1]} {args.measure} matrix to {args.output}")
     if args.heatmap:
-        from comflp_espnet.state_archive import read_info
-
         info = read_info(Path(args.states_scp[0]).parent) or {}
         unit = "frames" if info.get("pooling") == "frame" else "utterances"
         save_heatmap(corr, args.heatmap, args.measure, num_items, unit)

@@ -37,18 +37,22 @@ import inspect
 import json
 import logging
 import os
-import shutil
-import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import yaml
 
-from espnet2.utils.types import str2triple_str, str_or_none
-
-LOG_FORMAT = "%(asctime)s (%(module)s:%(lineno)d) %(levelname)s: %(message)s"
+from comflp_espnet.atomic import atomic_output_dir
+from comflp_espnet.cli import (
+    InputError,
+    exit_on_error,
+    new_parser,
+    read_yaml_mapping,
+    setup_logging,
+    str2triple,
+    str_or_none,
+)
 
 # asr_inference options that are not Speech2Text arguments but may appear in an
 # inference config; handled here.
@@ -64,10 +68,6 @@ UNSUPPORTED_OPTIONS = {
     "model_tag": "downloading models (list local files in models.scp)",
 }
 REQUIRED_FILES = ("text", "token", "score", "decode_time", "num_utts", "decode_info.yaml")
-
-
-class InputError(Exception):
-    """Bad user input: reported as one message and a non-zero exit."""
 
 
 def read_models_scp(path: str) -> List[Tuple[str, str, str]]:
@@ -109,22 +109,7 @@ def load_inference_config(path: Optional[str]) -> Dict[str, Any]:
     """Parse the inference YAML; must be a mapping (an empty file is {})."""
     if path is None:
         return {}
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(f"--config {path}: no such inference config")
-    try:
-        with p.open(encoding="utf-8") as f:
-            conf = yaml.safe_load(f)
-    except yaml.YAMLError as e:
-        raise InputError(f"--config {path}: inference config does not parse as YAML: {e}")
-    if conf is None:
-        return {}
-    if not isinstance(conf, dict):
-        raise InputError(
-            f"--config {path}: inference config must be a YAML mapping of options "
-            f"(e.g. 'beam_size: 10'), got {type(conf).__name__}"
-        )
-    return conf
+    return read_yaml_mapping(path, "--config", "inference options", "beam_size: 10")
 
 
 def speech2text_kwargs(
@@ -249,17 +234,6 @@ def model_fingerprint(config, model, kwargs, run_opts, keys, data_triples):
     }
 
 
-def replace_dir(tmp_dir: Path, out_dir: Path):
-    """Move a finished temp dir into place, replacing a stale one."""
-    if out_dir.exists():
-        stale = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.stale.", dir=out_dir.parent))
-        os.replace(out_dir, stale / out_dir.name)
-        os.replace(tmp_dir, out_dir)
-        shutil.rmtree(stale, ignore_errors=True)
-    else:
-        os.replace(tmp_dir, out_dir)
-
-
 def sample_rate(train_args) -> Optional[float]:
     """Sampling rate from the frontend config (asr.sh writes e.g. fs: 16k)."""
     fs = (getattr(train_args, "frontend_conf", None) or {}).get("fs", 16000)
@@ -297,8 +271,7 @@ def decode_model(
         inference=True,
     )
     too_short = getattr(inference_module, "TooShortUttError", ())
-    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{name}.tmp.", dir=out_root))
-    try:
+    with atomic_output_dir(out_root / name) as tmp_dir:
         decode_time = 0.0
         num_samples = 0
         decoded = []
@@ -334,7 +307,7 @@ def decode_model(
                 decoded.append(key)
         missing = sorted(set(keys) - set(decoded))
         if missing:
-            raise RuntimeError(
+            raise InputError(
                 f"{name}: {len(missing)} utterance(s) of the share were not read from "
                 f"the data, e.g. {missing[:3]}"
             )
@@ -359,12 +332,6 @@ def decode_model(
         }
         with (tmp_dir / "decode_info.yaml").open("w", encoding="utf-8") as f:
             yaml.safe_dump(info, f, sort_keys=False, allow_unicode=True)
-        # mkdtemp creates 0700; make outputs readable like ordinary files.
-        os.chmod(tmp_dir, 0o755)
-        replace_dir(tmp_dir, out_root / name)
-    except BaseException:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-        raise
     logging.info(
         f"{name}: decoded {len(decoded)} utterance(s) in {decode_time:.2f} s "
         f"(model load {load_time:.2f} s) on {device}"
@@ -372,23 +339,16 @@ def decode_model(
     return info
 
 
-def get_parser():
-    parser = argparse.ArgumentParser(
-        description="Decode a key share with several ESPnet ASR models in one process",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    parser.add_argument(
-        "--log_level",
-        type=lambda x: x.upper(),
-        default="INFO",
-        choices=("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG", "NOTSET"),
+def get_parser() -> argparse.ArgumentParser:
+    parser = new_parser(
+        "comflp_decode", "Decode a key share with several ESPnet ASR models in one process"
     )
     parser.add_argument(
         "--models_scp", required=True,
         help="Lines '<name> <asr config.yaml> <asr model file>'",
     )
     parser.add_argument(
-        "--data_path_and_name_and_type", type=str2triple_str, required=True,
+        "--data_path_and_name_and_type", type=str2triple, required=True,
         action="append", help="e.g. dump/raw/test/wav.scp,speech,sound",
     )
     parser.add_argument("--key_file", type=str_or_none, default=None)
@@ -412,35 +372,36 @@ def get_parser():
     return parser
 
 
-def main(cmd=None):
+def main(cmd: Optional[List[str]] = None) -> None:
     parser = get_parser()
     args, extra = parser.parse_known_args(cmd)
-    logging.basicConfig(level=args.log_level, format=LOG_FORMAT)
-    try:
-        # Everything that can be checked without ESPnet is checked first.
-        models = read_models_scp(args.models_scp)
-        conf = load_inference_config(args.config)
-        # Decoding options on the command line override the config file.
-        cli_options = parse_extra_options(extra)
-        conf.update(cli_options)
-        run_opts = resolve_run_options(args, conf, args.config)
-        for path, _, _ in args.data_path_and_name_and_type:
-            if not Path(path).exists():
-                raise InputError(f"--data_path_and_name_and_type: {path} not found")
-        keys = share_keys(args.key_file, args.data_path_and_name_and_type)
+    setup_logging(args.log_level)
+    with exit_on_error(parser.prog):
+        decode_all(args, extra)
 
-        import espnet2.bin.asr_inference as inference_module
-        from espnet2.tasks.asr import ASRTask
 
-        kwargs = speech2text_kwargs(
-            conf, inference_module.Speech2Text, args.config, list(cli_options)
-        )
-        import torch
+def decode_all(args: argparse.Namespace, extra: Sequence[str]) -> None:
+    # Everything that can be checked without ESPnet is checked first.
+    models = read_models_scp(args.models_scp)
+    conf = load_inference_config(args.config)
+    # Decoding options on the command line override the config file.
+    cli_options = parse_extra_options(extra)
+    conf.update(cli_options)
+    run_opts = resolve_run_options(args, conf, args.config)
+    for path, _, _ in args.data_path_and_name_and_type:
+        if not Path(path).exists():
+            raise InputError(f"--data_path_and_name_and_type: {path} not found")
+    keys = share_keys(args.key_file, args.data_path_and_name_and_type)
 
-        if run_opts["ngpu"] > 0 and not torch.cuda.is_available():
-            raise InputError("--ngpu 1 but no CUDA device is visible; use --ngpu 0")
-    except InputError as e:
-        sys.exit(f"comflp_decode: error: {e}")
+    import espnet2.bin.asr_inference as inference_module
+    import torch
+    from espnet2.tasks.asr import ASRTask
+
+    kwargs = speech2text_kwargs(
+        conf, inference_module.Speech2Text, args.config, list(cli_options)
+    )
+    if run_opts["ngpu"] > 0 and not torch.cuda.is_available():
+        raise InputError("--ngpu 1 but no CUDA device is visible; use --ngpu 0")
 
     out_root = Path(args.output_dir)
     out_root.mkdir(parents=True, exist_ok=True)

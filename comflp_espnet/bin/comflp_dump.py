@@ -28,26 +28,17 @@ their number and ids are recorded in ``states_info.yaml``.
 
 import argparse
 import logging
-import sys
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from comflp_espnet.atomic import atomic_output_dir
+from comflp_espnet.cli import InputError, exit_on_error, new_parser, setup_logging, str2triple
 from comflp_espnet.datadir import DataDirError, read_kaldi_map, read_keys, utterance_ids
-
-LOG_FORMAT = "%(asctime)s (%(module)s:%(lineno)d) %(levelname)s: %(message)s"
 
 
 class DumpError(RuntimeError):
     """Bad input for a state dump."""
-
-
-def _str2triple(value: str) -> Tuple[str, str, str]:
-    parts = value.split(",")
-    if len(parts) != 3:
-        raise argparse.ArgumentTypeError(f"expected PATH,NAME,TYPE, got {value!r}")
-    return parts[0].strip(), parts[1].strip(), parts[2].strip()
 
 
 def check_inputs(
@@ -208,15 +199,14 @@ def run_dump(
 
 
 def get_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description="Dump pooled encoder hidden states of an ESPnet ASR model",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    parser = new_parser(
+        "comflp_dump", "Dump pooled encoder hidden states of an ESPnet ASR model"
     )
     parser.add_argument("--asr_train_config", help="Training config.yaml")
     parser.add_argument("--asr_model_file", help="Model file (.pth)")
     parser.add_argument(
         "--data_path_and_name_and_type",
-        type=_str2triple,
+        type=str2triple,
         action="append",
         default=[],
         help="e.g. dump/raw/calib/wav.scp,speech,sound",
@@ -233,7 +223,7 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="Seed of the frame subsets")
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--num_workers", type=int, default=0, help="Data loader workers")
-    parser.add_argument("--ngpu", type=int, default=0, help="0: CPU, 1: GPU")
+    parser.add_argument("--ngpu", type=int, default=0, choices=(0, 1), help="0: CPU, 1: GPU")
     parser.add_argument(
         "--merge",
         nargs="+",
@@ -241,27 +231,19 @@ def get_parser() -> argparse.ArgumentParser:
         metavar="DUMP_DIR",
         help="Merge these job output directories into --output_dir instead of dumping",
     )
-    parser.add_argument(
-        "--log_level",
-        default="INFO",
-        choices=("ERROR", "WARNING", "INFO", "DEBUG"),
-        help="The verbose level of logging",
-    )
     return parser
 
 
 def main(cmd: Optional[List[str]] = None) -> None:
     parser = get_parser()
     args = parser.parse_args(cmd)
-    logging.basicConfig(level=args.log_level, format=LOG_FORMAT)
+    setup_logging(args.log_level)
 
     if args.merge:
         from comflp_espnet.state_archive import merge_dumps
 
-        try:
+        with exit_on_error(parser.prog, ValueError, FileNotFoundError):
             merge_dumps(args.merge, args.output_dir)
-        except (ValueError, FileNotFoundError) as e:
-            sys.exit(f"comflp_dump: error: {e}")
         return
 
     for option in ("asr_train_config", "asr_model_file"):
@@ -276,9 +258,14 @@ def main(cmd: Optional[List[str]] = None) -> None:
 
     from comflp_espnet.model_io import load_asr_model
 
-    try:
+    with exit_on_error(parser.prog, DumpError, FileNotFoundError, ValueError):
         check_inputs(args.data_path_and_name_and_type, args.key_file)
         device = "cuda" if args.ngpu > 0 else "cpu"
+        if device == "cuda":
+            import torch
+
+            if not torch.cuda.is_available():
+                raise InputError("--ngpu 1 but no CUDA device is visible; use --ngpu 0")
         model, train_args = load_asr_model(
             args.asr_train_config, args.asr_model_file, device=device
         )
@@ -299,8 +286,6 @@ def main(cmd: Optional[List[str]] = None) -> None:
                 "asr_model_file": str(args.asr_model_file),
             },
         )
-    except (DumpError, FileNotFoundError, ValueError) as e:
-        sys.exit(f"comflp_dump: error: {e}")
 
 
 if __name__ == "__main__":

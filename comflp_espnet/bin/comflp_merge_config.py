@@ -19,15 +19,12 @@ on the data twice.  The output is written atomically.
 
 import argparse
 import logging
-import os
-import sys
-import tempfile
-from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import yaml
 
-LOG_FORMAT = "%(asctime)s (%(module)s:%(lineno)d) %(levelname)s: %(message)s"
+from comflp_espnet.atomic import atomic_output_file
+from comflp_espnet.cli import exit_on_error, new_parser, read_yaml_mapping, setup_logging
 
 # Options asr_comflp.sh's fine-tuning stage passes to asr_train on the command
 # line, options that describe the original run's devices and processes, and
@@ -73,51 +70,9 @@ def merge(base: Dict[str, Any], overlay: Dict[str, Any]) -> Dict[str, Any]:
     return merged
 
 
-def load_mapping(path: str, option: str) -> Dict[str, Any]:
-    p = Path(path)
-    if not p.is_file():
-        raise SystemExit(f"{option} {path}: no such file")
-    try:
-        with p.open(encoding="utf-8") as f:
-            data = yaml.safe_load(f)
-    except yaml.YAMLError as e:
-        raise SystemExit(f"{option} {path}: does not parse as YAML: {e}")
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise SystemExit(
-            f"{option} {path}: expected a mapping of training options "
-            f"(e.g. 'max_epoch: 10'), got {type(data).__name__}"
-        )
-    return data
-
-
-def write_yaml_atomic(data: Dict[str, Any], path: str) -> None:
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            yaml.safe_dump(data, f, allow_unicode=True, sort_keys=False, indent=4)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, out)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def get_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description="Merge an overlay YAML into an ESPnet training config",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    parser.add_argument(
-        "--log_level",
-        type=lambda x: x.upper(),
-        default="INFO",
-        choices=("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG", "NOTSET"),
-        help="The verbose level of logging",
+    parser = new_parser(
+        "comflp_merge_config", "Merge an overlay YAML into an ESPnet training config"
     )
     parser.add_argument("--base", required=True, help="config.yaml written by ESPnet training")
     parser.add_argument("--overlay", required=True, help="YAML whose entries override the base")
@@ -134,16 +89,20 @@ def get_parser() -> argparse.ArgumentParser:
 def main(cmd: Optional[List[str]] = None) -> None:
     parser = get_parser()
     args = parser.parse_args(cmd)
-    logging.basicConfig(level=args.log_level, format=LOG_FORMAT)
+    setup_logging(args.log_level)
 
-    base = load_mapping(args.base, "--base")
-    overlay = load_mapping(args.overlay, "--overlay")
+    with exit_on_error(parser.prog):
+        base = read_yaml_mapping(args.base, "--base", "training options", "max_epoch: 10")
+        overlay = read_yaml_mapping(
+            args.overlay, "--overlay", "training options", "max_epoch: 10"
+        )
     dropped = [k for k in args.drop if k in base]
     for key in dropped:
         del base[key]
     overridden = sorted(k for k in overlay if k in base)
     merged = merge(base, overlay)
-    write_yaml_atomic(merged, args.output)
+    with atomic_output_file(args.output, encoding="utf-8") as f:
+        yaml.safe_dump(merged, f, allow_unicode=True, sort_keys=False, indent=4)
     logging.info(
         f"Wrote {args.output}: {args.base} with {len(overlay)} entr"
         f"{'y' if len(overlay) == 1 else 'ies'} of {args.overlay} "

@@ -12,20 +12,14 @@ Layer ids are 1-based. The output directory holds config.yaml, the model file
 """
 
 import argparse
-import logging
-import sys
 from typing import List, Optional
 
+from comflp_espnet.cli import exit_on_error, new_parser, setup_logging
 from comflp_espnet.surgery import PruneError, parse_layer_ids, prune_experiment
-
-LOG_FORMAT = "%(asctime)s (%(module)s:%(lineno)d) %(levelname)s: %(message)s"
 
 
 def get_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description="Remove encoder/decoder layers of an ESPnet ASR model",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    parser = new_parser("comflp_prune", "Remove encoder/decoder layers of an ESPnet ASR model")
     parser.add_argument("--asr_train_config", required=True, help="Training config.yaml")
     parser.add_argument("--asr_model_file", required=True, help="Model file (.pth)")
     parser.add_argument(
@@ -35,19 +29,13 @@ def get_parser() -> argparse.ArgumentParser:
         "--prune_decoder", default="", help="Attention decoder layers to remove, 1-based"
     )
     parser.add_argument("--output_dir", required=True, help="Directory to write")
-    parser.add_argument(
-        "--log_level",
-        default="INFO",
-        choices=("ERROR", "WARNING", "INFO", "DEBUG"),
-        help="The verbose level of logging",
-    )
     return parser
 
 
 def main(cmd: Optional[List[str]] = None) -> None:
     parser = get_parser()
     args = parser.parse_args(cmd)
-    logging.basicConfig(level=args.log_level, format=LOG_FORMAT)
+    setup_logging(args.log_level)
     try:
         prune_encoder = parse_layer_ids(args.prune)
         prune_decoder = parse_layer_ids(args.prune_decoder)
@@ -55,7 +43,7 @@ def main(cmd: Optional[List[str]] = None) -> None:
         parser.error(str(e))
     if not prune_encoder and not prune_decoder:
         parser.error("give the layers to remove with --prune and/or --prune_decoder")
-    try:
+    with exit_on_error(parser.prog, PruneError, FileNotFoundError, ValueError):
         prune_experiment(
             args.asr_train_config,
             args.asr_model_file,
@@ -63,8 +51,6 @@ def main(cmd: Optional[List[str]] = None) -> None:
             prune_encoder=prune_encoder,
             prune_decoder=prune_decoder,
         )
-    except (PruneError, FileNotFoundError, ValueError) as e:
-        sys.exit(f"comflp_prune: error: {e}")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,6 @@ Section contents, in ESPnet's RESULTS.md layout:
 import argparse
 import datetime
 import importlib.metadata
-import json
 import logging
 import os
 import re
@@ -31,18 +30,15 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-import yaml
-
+import comflp_espnet
 from comflp_espnet import scoring
 from comflp_espnet.atomic import atomic_output_file
+from comflp_espnet.bin.comflp_score import ranking_markdown
+from comflp_espnet.cli import InputError, exit_on_error, new_parser, read_json, setup_logging
+from comflp_espnet.surgery import PRUNE_RECORD, PruneError, read_prune_record
 
-LOG_FORMAT = "%(asctime)s (%(module)s:%(lineno)d) %(levelname)s: %(message)s"
 MODEL_ORDER = ("original", "pruned", "finetuned")
 TAG_PATTERN = r"[A-Za-z0-9_.+-]+"
-
-
-class InputError(Exception):
-    """Bad user input: reported as one message and a non-zero exit."""
 
 
 def begin_marker(tag: str) -> str:
@@ -78,11 +74,11 @@ def replace_section(document: str, tag: str, section: str, source: str = "") -> 
     return document[:start] + block + document[stop:]
 
 
-def package_version(name: str) -> str:
+def package_version(name: str, fallback: str = "not installed") -> str:
     try:
         return importlib.metadata.version(name)
     except importlib.metadata.PackageNotFoundError:
-        return "not installed"
+        return fallback
 
 
 def git_lines() -> List[str]:
@@ -109,43 +105,35 @@ def environment_section(date: Optional[str]) -> str:
         f"- python version: `{python}`",
         f"- espnet version: `espnet {package_version('espnet')}`",
         f"- pytorch version: `pytorch {package_version('torch')}`",
-        f"- comflp-espnet version: `{package_version('comflp-espnet')}`",
+        # Run from a checkout without pip install: the package still knows its version.
+        f"- comflp-espnet version: "
+        f"`{package_version('comflp-espnet', comflp_espnet.__version__)}`",
     ] + git_lines()
     return "\n".join(lines) + "\n"
 
 
-def link(path: Optional[str], base: Path) -> Optional[str]:
-    """Markdown link to ``path``, relative to the RESULTS.md directory."""
-    if not path:
-        return None
-    rel = os.path.relpath(os.path.abspath(path), os.path.abspath(base))
-    return f"[{path}]({rel})"
+def relative(path: str, base: Path) -> str:
+    """``path`` relative to the RESULTS.md directory, so that links work where it is viewed."""
+    return os.path.relpath(os.path.abspath(path), os.path.abspath(base))
 
 
-def read_json(path: Optional[str], option: str) -> Optional[Any]:
-    if path is None:
-        return None
-    p = Path(path)
-    if p.is_dir():
-        raise InputError(f"{option} {path}: expected a JSON file, got a directory")
-    if not p.is_file():
-        raise InputError(f"{option} {path}: no such file")
-    try:
-        with p.open(encoding="utf-8") as f:
-            return json.load(f)
-    except json.JSONDecodeError as e:
-        raise InputError(f"{option} {path}: not valid JSON: {e}")
+def link(path: str, base: Path) -> str:
+    """Markdown link to ``path``."""
+    return f"[{path}]({relative(path, base)})"
 
 
-def read_prune_record(winner_dir: Optional[str]) -> Dict[str, Any]:
+def winner_record(winner_dir: Optional[str]) -> Dict[str, Any]:
     if winner_dir is None:
         return {}
-    path = Path(winner_dir) / "prune.yaml"
-    if not path.is_file():
-        raise InputError(f"--winner_dir {winner_dir}: no prune.yaml (not a pruned candidate)")
-    with path.open(encoding="utf-8") as f:
-        data = yaml.safe_load(f)
-    return data if isinstance(data, dict) else {}
+    try:
+        record = read_prune_record(winner_dir)
+    except PruneError as e:
+        raise InputError(f"--winner_dir {winner_dir}: {e}")
+    if record is None:
+        raise InputError(
+            f"--winner_dir {winner_dir}: no {PRUNE_RECORD} (not a pruned candidate)"
+        )
+    return record
 
 
 def millions(n: Optional[int]) -> str:
@@ -153,13 +141,14 @@ def millions(n: Optional[int]) -> str:
 
 
 def model_section(args, record: Dict[str, Any], proposals, base: Path) -> str:
-    lines = ["## Model"]
-    if args.asr_exp:
-        lines.append(f"- Original experiment: {link(args.asr_exp, base)}")
-    if args.asr_model_file:
-        lines.append(f"- Original model: {link(args.asr_model_file, base)}")
-    if args.winner_dir:
-        lines.append(f"- Pruned model (winner): {link(args.winner_dir, base)}")
+    def links(*labelled_paths: Tuple[str, Optional[str]]) -> List[str]:
+        return [f"- {label}: {link(path, base)}" for label, path in labelled_paths if path]
+
+    lines = ["## Model"] + links(
+        ("Original experiment", args.asr_exp),
+        ("Original model", args.asr_model_file),
+        ("Pruned model (winner)", args.winner_dir),
+    )
     if record:
         removed = record.get("pruned_encoder_layers") or []
         before = record.get("num_encoder_layers_before")
@@ -201,18 +190,15 @@ def model_section(args, record: Dict[str, Any], proposals, base: Path) -> str:
         lines.append("- Search: " + ", ".join(settings))
     elif args.measure:
         lines.append(f"- Correlation measure: {args.measure}")
-    if args.inference_config:
-        lines.append(f"- Decode config: {link(args.inference_config, base)}")
-    if args.finetune_config:
-        lines.append(f"- Fine-tune config: {link(args.finetune_config, base)}")
-    if args.finetune_dir:
-        lines.append(f"- Fine-tuned model: {link(args.finetune_dir, base)}")
+    lines += links(
+        ("Decode config", args.inference_config),
+        ("Fine-tune config", args.finetune_config),
+        ("Fine-tuned model", args.finetune_dir),
+    )
     return "\n".join(lines) + "\n"
 
 
 def ranking_section(ranking: Dict[str, Any], fine_set: Optional[str]) -> str:
-    from comflp_espnet.bin.comflp_score import ranking_markdown
-
     where = f" on {fine_set}" if fine_set else ""
     return f"## Candidates (fine search{where})\n\n" + ranking_markdown(ranking)
 
@@ -239,38 +225,41 @@ def counts_from_json(d: Dict[str, Any]) -> scoring.ErrorCounts:
     )
 
 
+def model_sort_key(name: str) -> Tuple[int, str]:
+    """original, pruned, finetuned first, then any other model by name."""
+    return (MODEL_ORDER.index(name) if name in MODEL_ORDER else len(MODEL_ORDER), name)
+
+
 def results_tables(test_scores: List[Tuple[str, str]]) -> str:
     """### CER and ### WER tables, rows <model>/<test set>."""
-    rows: Dict[str, List[Tuple[str, scoring.ErrorCounts]]] = {"cer": [], "wer": []}
+    rows: Dict[str, List[Tuple[str, str, scoring.ErrorCounts]]] = {"cer": [], "wer": []}
     for test_set, path in test_scores:
         data = read_json(path, "--test_scores")
         models = data.get("models") if isinstance(data, dict) else None
         if not isinstance(models, dict) or not models:
             raise InputError(f"--test_scores {path}: no 'models' (not a comflp_score output)")
-        order = sorted(
-            models,
-            key=lambda n: (MODEL_ORDER.index(n) if n in MODEL_ORDER else len(MODEL_ORDER), n),
-        )
-        for name in order:
+        for name, scores in models.items():
             for metric in ("cer", "wer"):
-                rows[metric].append((f"{name}/{test_set}", counts_from_json(models[name][metric])))
-    # Group rows by model, as ESPnet lists one decoding's test sets together.
+                try:
+                    counts = counts_from_json(scores[metric])
+                except (KeyError, TypeError):
+                    raise InputError(
+                        f"--test_scores {path}: model {name!r} lacks {metric} counts "
+                        "(not a comflp_score output; rerun its scoring)"
+                    )
+                rows[metric].append((name, test_set, counts))
+    # Group rows by model, as ESPnet lists one decoding's test sets together;
+    # the sort is stable, so test sets keep their command-line order.
     parts = ["## Results\n"]
     for metric in ("cer", "wer"):
-        ordered = sorted(
-            rows[metric],
-            key=lambda r: (
-                MODEL_ORDER.index(r[0].split("/")[0])
-                if r[0].split("/")[0] in MODEL_ORDER else len(MODEL_ORDER),
-                r[0].split("/")[0],
-            ),
-        )
-        parts.append(f"### {metric.upper()}\n\n" + scoring.markdown_table(ordered))
+        ordered = sorted(rows[metric], key=lambda r: model_sort_key(r[0]))
+        table = [(f"{name}/{test_set}", counts) for name, test_set, counts in ordered]
+        parts.append(f"### {metric.upper()}\n\n" + scoring.markdown_table(table))
     return "\n".join(parts)
 
 
 def build_section(args, base: Path) -> str:
-    record = read_prune_record(args.winner_dir)
+    record = winner_record(args.winner_dir)
     proposals = read_json(args.proposals, "--proposals")
     ranking = read_json(args.ranking, "--ranking")
     if args.ranking and not (isinstance(ranking, dict) and "ranking" in ranking):
@@ -279,9 +268,11 @@ def build_section(args, base: Path) -> str:
     title = args.title or f"CoMFLP layer pruning ({args.tag})"
     parts = [f"# {title}\n", environment_section(args.date), model_section(args, record, proposals, base)]
     if args.heatmap:
-        rel = os.path.relpath(os.path.abspath(args.heatmap), os.path.abspath(base))
         measure = args.measure or "correlation"
-        parts.append(f"## Correlation matrix\n\n![{measure} correlation between h_0..h_L]({rel})\n")
+        parts.append(
+            f"## Correlation matrix\n\n![{measure} correlation between h_0..h_L]"
+            f"({relative(args.heatmap, base)})\n"
+        )
     if ranking is not None:
         parts.append(ranking_section(ranking, args.fine_set))
     if test_scores:
@@ -289,16 +280,9 @@ def build_section(args, base: Path) -> str:
     return "\n".join(parts)
 
 
-def get_parser():
-    parser = argparse.ArgumentParser(
-        description="Write/update the CoMFLP section of an ESPnet-style RESULTS.md",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    parser.add_argument(
-        "--log_level",
-        type=lambda x: x.upper(),
-        default="INFO",
-        choices=("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG", "NOTSET"),
+def get_parser() -> argparse.ArgumentParser:
+    parser = new_parser(
+        "comflp_results", "Write/update the CoMFLP section of an ESPnet-style RESULTS.md"
     )
     parser.add_argument("--output", required=True, help="RESULTS.md to create or update")
     parser.add_argument(
@@ -328,19 +312,17 @@ def get_parser():
     return parser
 
 
-def main(cmd=None):
+def main(cmd: Optional[List[str]] = None) -> None:
     parser = get_parser()
     args = parser.parse_args(cmd)
-    logging.basicConfig(level=args.log_level, format=LOG_FORMAT)
+    setup_logging(args.log_level)
     if not re.fullmatch(TAG_PATTERN, args.tag):
         parser.error(f"--tag {args.tag!r}: use letters, digits and _ . + - only")
     output = Path(args.output)
-    try:
+    with exit_on_error(parser.prog):
         section = build_section(args, output.parent)
         document = output.read_text(encoding="utf-8") if output.is_file() else ""
         updated = replace_section(document, args.tag, section, source=str(output))
-    except InputError as e:
-        sys.exit(f"comflp_results: error: {e}")
     with atomic_output_file(output, encoding="utf-8") as f:
         f.write(updated)
     logging.info(f"wrote section {args.tag} of {output}")

@@ -38,47 +38,14 @@ import argparse
 import json
 import logging
 import math
-import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-import yaml
-
 from comflp_espnet import scoring
 from comflp_espnet.atomic import atomic_output_dir
-
-LOG_FORMAT = "%(asctime)s (%(module)s:%(lineno)d) %(levelname)s: %(message)s"
-ORIGINAL_NAME = "original"
-
-
-class InputError(Exception):
-    """Bad user input: reported as one message and a non-zero exit."""
-
-
-def candidate_names(proposals: List[Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
-    """name -> proposal, named as comflp_candidates names the directories."""
-    from comflp_espnet.bin.comflp_candidates import candidate_name
-
-    ranks = [p.get("rank", i + 1) for i, p in enumerate(proposals)]
-    width = max(2, len(str(max(ranks))))
-    return {
-        candidate_name(rank, width): dict(p, rank=rank)
-        for rank, p in zip(ranks, proposals)
-    }
-
-
-def read_proposals(path: str) -> List[Dict[str, Any]]:
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(f"--proposals {path}: no such file (written by comflp_search)")
-    try:
-        with p.open(encoding="utf-8") as f:
-            data = json.load(f)
-    except json.JSONDecodeError as e:
-        raise InputError(f"--proposals {path}: not valid JSON: {e}")
-    if not isinstance(data, dict) or not isinstance(data.get("proposals"), list):
-        raise InputError(f"--proposals {path}: expected an object with a 'proposals' list")
-    return data["proposals"]
+from comflp_espnet.bin.comflp_candidates import ORIGINAL_NAME, candidate_names, read_proposals
+from comflp_espnet.cli import InputError, exit_on_error, new_parser, setup_logging
+from comflp_espnet.surgery import read_prune_record
 
 
 def sum_numbers_file(path: Path) -> Optional[float]:
@@ -90,14 +57,6 @@ def sum_numbers_file(path: Path) -> Optional[float]:
     except ValueError:
         logging.warning(f"{path}: not a list of numbers; ignored")
         return None
-
-
-def read_yaml(path: Path) -> Dict[str, Any]:
-    if not path.is_file():
-        return {}
-    with path.open(encoding="utf-8") as f:
-        data = yaml.safe_load(f)
-    return data if isinstance(data, dict) else {}
 
 
 def resolve_unit(metric: str, token_type: Optional[str]) -> str:
@@ -128,7 +87,12 @@ def score_model(name, ref, hyp_path: Path, utt2spk, nlsyms) -> Dict[str, Any]:
     by_unit = {
         unit: scoring.score_texts(ref, hyps, unit, nlsyms) for unit in scoring.UNITS
     }
-    return {"scores": by_unit, "missing": missing, "extra": extra}
+    return {
+        "scores": by_unit,
+        "totals": {unit: scoring.total(scores) for unit, scores in by_unit.items()},
+        "missing": missing,
+        "extra": extra,
+    }
 
 
 def fmt(value, spec: str, missing: str = "-") -> str:
@@ -156,8 +120,8 @@ def rank_candidates(
     original_params = None
     for name in list(named) + ([ORIGINAL_NAME] if ORIGINAL_NAME in results else []):
         prop = named.get(name, {})
-        totals = {u: scoring.total(results[name]["scores"][u]) for u in scoring.UNITS}
-        prune_record = read_yaml(candidates_dir / name / "prune.yaml") if candidates_dir else {}
+        totals = results[name]["totals"]
+        prune_record = (read_prune_record(candidates_dir / name) if candidates_dir else None) or {}
         if name == ORIGINAL_NAME:
             # The original's size is the 'before' of the candidates' records.
             params = original_params
@@ -243,23 +207,16 @@ def scores_markdown(results: Dict[str, Dict[str, Any]], label_prefix: str = "") 
     for unit in ("char", "word"):
         metric = scoring.METRIC_OF_UNIT[unit].upper()
         rows = [
-            (f"{label_prefix}{name}", scoring.total(res["scores"][unit]))
+            (f"{label_prefix}{name}", res["totals"][unit])
             for name, res in results.items()
         ]
         parts.append(f"### {metric}\n\n" + scoring.markdown_table(rows) + "\n")
     return "".join(parts)
 
 
-def get_parser():
-    parser = argparse.ArgumentParser(
-        description="Score decoded models with CER/WER and rank CoMFLP candidates",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    parser.add_argument(
-        "--log_level",
-        type=lambda x: x.upper(),
-        default="INFO",
-        choices=("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG", "NOTSET"),
+def get_parser() -> argparse.ArgumentParser:
+    parser = new_parser(
+        "comflp_score", "Score decoded models with CER/WER and rank CoMFLP candidates"
     )
     parser.add_argument("--ref", required=True, help="reference Kaldi text")
     parser.add_argument("--hyp_dir", required=True, help="directory with <name>/text")
@@ -293,17 +250,15 @@ def get_parser():
     return parser
 
 
-def main(cmd=None):
+def main(cmd: Optional[List[str]] = None) -> None:
     parser = get_parser()
     args = parser.parse_args(cmd)
-    logging.basicConfig(level=args.log_level, format=LOG_FORMAT)
-    try:
+    setup_logging(args.log_level)
+    with exit_on_error(parser.prog, FileNotFoundError, ValueError):
         run(args)
-    except (InputError, FileNotFoundError, ValueError) as e:
-        sys.exit(f"comflp_score: error: {e}")
 
 
-def run(args):
+def run(args: argparse.Namespace) -> None:
     primary_unit = resolve_unit(args.metric, args.token_type)
     primary = scoring.METRIC_OF_UNIT[primary_unit]
     ref_path = Path(args.ref)
@@ -349,8 +304,8 @@ def run(args):
     for name in names:
         results[name] = score_model(name, ref, hyp_dir / name / "text", utt2spk, nlsyms)
         logging.info(
-            f"{name}: CER {scoring.total(results[name]['scores']['char']).error_rate:.2f}% "
-            f"WER {scoring.total(results[name]['scores']['word']).error_rate:.2f}%"
+            f"{name}: CER {results[name]['totals']['char'].error_rate:.2f}% "
+            f"WER {results[name]['totals']['word'].error_rate:.2f}%"
         )
     ranking = (
         rank_candidates(results, proposals, primary, hyp_dir, candidates_dir)
@@ -365,8 +320,8 @@ def run(args):
         "num_utts": len(ref),
         "models": {
             name: {
-                "cer": scoring.total(res["scores"]["char"]).to_dict(),
-                "wer": scoring.total(res["scores"]["word"]).to_dict(),
+                "cer": res["totals"]["char"].to_dict(),
+                "wer": res["totals"]["word"].to_dict(),
                 "missing_hyps": res["missing"],
                 "extra_hyps": len(res["extra"]),
             }

@@ -24,22 +24,14 @@ import json
 import logging
 import os
 import re
-import tempfile
 from typing import List, Optional, Sequence
 
 import numpy as np
 
 from comflp_espnet import baselines
+from comflp_espnet.atomic import atomic_output_file
+from comflp_espnet.cli import new_parser, setup_logging, str2bool
 from comflp_espnet.search import AGGREGATES, METHODS, Proposal, coarse_search
-
-
-def str2bool(value: str) -> bool:
-    lowered = str(value).strip().lower()
-    if lowered in ("true", "yes", "y", "1"):
-        return True
-    if lowered in ("false", "no", "n", "0"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
 
 
 def max_run_type(value: str) -> Optional[int]:
@@ -63,11 +55,9 @@ def layer_list(value: str) -> List[int]:
 
 
 def get_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description="CoMFLP coarse search: rank sets of encoder layers to remove by a correlation matrix",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    parser = new_parser(
+        "comflp_search", "CoMFLP coarse search: rank sets of encoder layers to remove by a correlation matrix"
     )
-    parser.add_argument("--log_level", default="INFO", choices=("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"))
     parser.add_argument("--corr", required=True, help="(L+1) x (L+1) correlation matrix (.npy)")
     size = parser.add_mutually_exclusive_group(required=True)
     size.add_argument("--num_prune", type=int, help="number of encoder layers to remove")
@@ -124,27 +114,10 @@ def format_table(proposals: Sequence[Proposal]) -> str:
     return "\n".join(lines)
 
 
-def write_json_atomic(path: str, data: dict) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    handle = tempfile.NamedTemporaryFile("w", dir=directory, prefix=f".{os.path.basename(path)}.",
-                                         suffix=".tmp", delete=False)
-    try:
-        with handle:
-            json.dump(data, handle, indent=2)
-            handle.write("\n")
-        os.replace(handle.name, path)
-    except BaseException:
-        if os.path.exists(handle.name):
-            os.remove(handle.name)
-        raise
-
-
-def main(cmd=None):
+def main(cmd: Optional[List[str]] = None) -> None:
     parser = get_parser()
     args = parser.parse_args(cmd)
-    logging.basicConfig(level=args.log_level,
-                        format="%(asctime)s (%(module)s:%(lineno)d) %(levelname)s: %(message)s")
+    setup_logging(args.log_level)
     try:
         corr = load_corr(args.corr)
         if corr.ndim != 2 or corr.shape[0] != corr.shape[1] or corr.shape[0] < 3:
@@ -181,7 +154,9 @@ def main(cmd=None):
         item = proposal.to_dict()
         del item["num_layers"]
         data["proposals"].append({"rank": rank, **item})
-    write_json_atomic(args.output, data)
+    with atomic_output_file(args.output, encoding="utf-8") as f:
+        json.dump(data, f, indent=2)
+        f.write("\n")
     logging.info(f"wrote {args.output}")
 
 

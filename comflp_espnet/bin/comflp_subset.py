@@ -12,18 +12,15 @@ utt2spk, spk2utt and the other per-utterance files of the source, filtered.
 
 import argparse
 import logging
-import sys
 from typing import List, Optional
 
+from comflp_espnet.cli import exit_on_error, new_parser, setup_logging
 from comflp_espnet.datadir import DataDirError, make_subset
-
-LOG_FORMAT = "%(asctime)s (%(module)s:%(lineno)d) %(levelname)s: %(message)s"
 
 
 def get_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description="Write a seeded random subset of a Kaldi-style data directory",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    parser = new_parser(
+        "comflp_subset", "Write a seeded random subset of a Kaldi-style data directory"
     )
     parser.add_argument("--data_dir", required=True, help="Source data directory")
     parser.add_argument(
@@ -37,20 +34,14 @@ def get_parser() -> argparse.ArgumentParser:
         default=[],
         help="Never pick utterances of this data directory (repeatable)",
     )
-    parser.add_argument(
-        "--log_level",
-        default="INFO",
-        choices=("ERROR", "WARNING", "INFO", "DEBUG"),
-        help="The verbose level of logging",
-    )
     return parser
 
 
 def main(cmd: Optional[List[str]] = None) -> None:
     parser = get_parser()
     args = parser.parse_args(cmd)
-    logging.basicConfig(level=args.log_level, format=LOG_FORMAT)
-    try:
+    setup_logging(args.log_level)
+    with exit_on_error(parser.prog, DataDirError):
         selected = make_subset(
             args.data_dir,
             args.output_dir,
@@ -58,8 +49,6 @@ def main(cmd: Optional[List[str]] = None) -> None:
             seed=args.seed,
             exclude_data_dirs=args.exclude_data_dir,
         )
-    except DataDirError as e:
-        sys.exit(f"comflp_subset: error: {e}")
     logging.info(f"Wrote {len(selected)} utterances of {args.data_dir} to {args.output_dir}")
 
 
