@@ -27,6 +27,7 @@ unchanged, bit for bit.
 
 import copy
 import logging
+import os
 import re
 from collections import OrderedDict
 from pathlib import Path
@@ -397,8 +398,8 @@ def prune_experiment(
     new_state_dict = prune_state_dict(state_dict, prune_encoder, prune_decoder)
 
     info: Dict[str, Any] = {
-        "original_config": str(Path(asr_train_config).resolve()),
-        "original_model": str(Path(asr_model_file).resolve()),
+        "original_config": os.path.abspath(asr_train_config),
+        "original_model": os.path.abspath(asr_model_file),
         "encoder": config.get("encoder"),
         "decoder": config.get("decoder"),
         "num_encoder_layers_before": counts["encoder"],

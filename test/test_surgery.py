@@ -328,3 +328,14 @@ def test_prune_cli_errors_leave_no_output(tiny_exp_factory, tmp_path):
     assert np.array_equal(
         _config(tmp_path / "ok" / "config.yaml")["encoder_conf"]["num_blocks"], 3
     )
+
+
+def test_prune_record_names_the_model_file_as_given_not_its_link_target(tiny_exp_factory, tmp_path):
+    # asr.sh's valid.acc.ave.pth is a link to the averaged checkpoint: the record keeps the name
+    # the user gave.
+    config, model = tiny_exp_factory("transformer")
+    link = tmp_path / "valid.acc.ave.pth"
+    link.symlink_to(model)
+    out = prune_experiment(config, link, tmp_path / "pruned", prune_encoder=[1])
+    record = yaml.safe_load((out / "prune.yaml").read_text())
+    assert record["original_model"] == str(link.absolute())
