@@ -5,49 +5,18 @@ then check what a user gets from it, and a second run that must skip every
 finished stage.  Deselect with ``-m "not recipe"``.
 """
 
-import os
 import re
-import shutil
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 
+pytest.register_assert_rewrite("mini_an4_recipe")
+from mini_an4_recipe import ASR_EXP, INFERENCE_TAG, MODEL, TAG, run_recipe
+
+pytest_plugins = ["mini_an4_recipe"]
 pytestmark = pytest.mark.recipe
-
-ROOT = Path(__file__).resolve().parents[1]
-RECIPE = ROOT / "egs2" / "mini_an4" / "asr1_comflp"
-OUTPUTS = ("data", "dump", "exp", "downloads", "RESULTS.md")
-
-ASR_EXP = "exp/asr_train_asr_transformer_12_raw_en_char"
-TAG = "dc_dp_prune4"
-INFERENCE_TAG = "decode_asr_asr_model_valid.acc.ave"
-MODEL = "valid.acc.ave.pth"
-
-
-def find_tarball():
-    candidates = [os.environ.get("MINI_AN4_TARBALL", "")]
-    if os.environ.get("ESPNET_ROOT"):
-        candidates.append(os.path.join(os.environ["ESPNET_ROOT"], "egs2/mini_an4/asr1/downloads.tar.gz"))
-    candidates.append(str(ROOT.parent / "shared" / "data" / "mini_an4" / "downloads.tar.gz"))
-    return next((c for c in candidates if c and os.path.isfile(c)), None)
-
-
-def run_recipe(recipe_dir, tarball, *extra):
-    env = dict(os.environ)
-    # The recipe's path.sh activates this environment (the one running the tests).
-    env.pop("VIRTUAL_ENV", None)
-    env["COMFLP_VENV"] = sys.prefix
-    start = time.time()
-    r = subprocess.run(
-        ["./run.sh", "--local_data_opts", f"--mini_an4_tarball {tarball}", *extra],
-        cwd=recipe_dir, env=env, capture_output=True, text=True, timeout=1500,
-    )
-    return r, time.time() - start
 
 
 def watched_files(d):
@@ -66,6 +35,7 @@ def watched_files(d):
         tag / "candidates/cand01" / MODEL,
         tag / "fine_decode/hyp/original/text",
         tag / "scores/winner",
+        tag / "search_cost.json",
         tag / "finetune" / MODEL,
     ]
     for dset in ("org/train_dev", "test"):
@@ -74,33 +44,15 @@ def watched_files(d):
 
 
 @pytest.fixture(scope="module")
-def recipe_run(tmp_path_factory):
-    tarball = find_tarball()
-    if tarball is None:
-        pytest.skip("mini_an4 downloads.tar.gz not found (set MINI_AN4_TARBALL or ESPNET_ROOT)")
-    top = tmp_path_factory.mktemp("recipe")
-    (top / "egs2" / "TEMPLATE").mkdir(parents=True)
-    (top / "egs2" / "TEMPLATE" / "asr1_comflp").symlink_to(ROOT / "egs2" / "TEMPLATE" / "asr1_comflp")
-    d = top / "egs2" / "mini_an4" / "asr1_comflp"
-    d.mkdir(parents=True)
-    for entry in RECIPE.iterdir():
-        if entry.name in OUTPUTS:
-            continue
-        if entry.is_symlink():
-            (d / entry.name).symlink_to(os.readlink(entry))
-        elif entry.is_dir():
-            shutil.copytree(entry, d / entry.name, symlinks=True)
-        else:
-            shutil.copy2(entry, d / entry.name)
-
-    # Stage 21 (packing) is optional in run.sh; the test turns it on.
-    first, first_seconds = run_recipe(d, tarball, "--comflp_pack", "true")
-    assert first.returncode == 0, first.stdout[-6000:] + first.stderr[-6000:]
+def recipe_run(mini_an4_run):
+    """The shared first run, and a second run of it that must skip what is done."""
+    d = mini_an4_run["dir"]
     mtimes = {f: f.stat().st_mtime_ns for f in watched_files(d)}
-    second, second_seconds = run_recipe(d, tarball, "--comflp_pack", "true")
+    second, second_seconds = run_recipe(d, mini_an4_run["tarball"], "--comflp_pack", "true")
     assert second.returncode == 0, second.stdout[-6000:] + second.stderr[-6000:]
+    first_seconds = mini_an4_run["seconds"]
     print(f"\nmini_an4 recipe: first run {first_seconds:.0f} s, second run {second_seconds:.0f} s")
-    return {"dir": d, "first": first, "second": second, "mtimes": mtimes,
+    return {"dir": d, "first": mini_an4_run["result"], "second": second, "mtimes": mtimes,
             "second_seconds": second_seconds, "first_seconds": first_seconds}
 
 

@@ -159,6 +159,34 @@ def test_split_keys_refuses_more_parts_than_lines(tmp_path):
     assert r.returncode != 0 and "into 2 parts" in r.stderr
 
 
+def test_split_into_jobs_and_cat_jobs_round_trip(tmp_path):
+    src = tmp_path / "wav.scp"
+    src.write_text("".join(f"utt{i} /a/{i}.wav\n" for i in range(7)))
+    r = bash(f'. {SCRIPTS}/common.sh; split_into_jobs "$1" 3 "$2/keys.JOB.scp" && cat_jobs 3 "$2/keys.JOB.scp"',
+             str(src), str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    assert sorted((tmp_path / f"keys.{n}.scp").read_text().count("\n") for n in (1, 2, 3)) == [2, 2, 3]
+    assert r.stdout == src.read_text()
+
+
+def test_training_fold_lengths_follow_the_shape_files():
+    # espnet2's folded batch sampler pairs the n-th --fold_length with the n-th --train_shape_file.
+    script = f"""
+        . {SCRIPTS}/common.sh
+        asr_stats_dir=exp/stats token_type=char feats_type=raw
+        asr_speech_fold_length=800 asr_text_fold_length=150
+        asr_train_data_args dump/raw/tr dump/raw/dv wav.scp sound
+        printf '%s\\n' "${{train_data_args[@]}}"
+    """
+    r = bash(script)
+    assert r.returncode == 0, r.stderr
+    args = r.stdout.splitlines()
+    shapes = [args[i + 1] for i, a in enumerate(args) if a == "--train_shape_file"]
+    folds = [args[i + 1] for i, a in enumerate(args) if a == "--fold_length"]
+    assert shapes == ["exp/stats/train/speech_shape", "exp/stats/train/text_shape.char"]
+    assert folds == ["80000", "150"]  # raw audio is folded in samples
+
+
 # ------------------------------------------------------------------ asr_comflp.sh
 @pytest.fixture
 def recipe(tmp_path):
@@ -273,6 +301,16 @@ def test_calibration_and_fine_sets_are_checked(recipe):
     fake_data_dir(recipe / "dump" / "raw" / "dv", 2)
     r = comflp(recipe, *common, "--stage", "17", "--comflp_fine_nutt", "10")
     assert r.returncode != 0 and "dump/raw/dv has 2 utterances, fewer than the 10" in r.stderr
+    assert_nothing_made(recipe)
+
+
+def test_glp_needs_the_fine_set_before_its_search(recipe):
+    fake_experiment(recipe / "exp" / "m", num_blocks=4)
+    common = [*BASE_OPTS, "--asr_exp", "exp/m", "--comflp_num_prune", "2", "--comflp_search", "glp"]
+    # glp decodes in stage 16 (no correlation matrix needed), so the fine-search set is checked.
+    r = comflp(recipe, *common, "--stage", "16", "--stop_stage", "16", "--comflp_fine_set", "nope")
+    assert r.returncode != 0 and "fine-search set 'nope' not found" in r.stderr
+    assert "unknown --comflp_search" not in r.stderr and "run stage 15" not in r.stderr
     assert_nothing_made(recipe)
 
 

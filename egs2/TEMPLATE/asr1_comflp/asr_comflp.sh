@@ -5,8 +5,11 @@
 #   Stage  14     dump pooled encoder states h_0..h_L of a seeded calibration subset of train_set
 #   Stage  15     correlation matrix between the states (.npy + heatmap .png)
 #   Stage  16     coarse search: top-K layer sets to remove, one pruned candidate dir each
+#                 (--comflp_search glp: greedy layer pruning by the task metric instead, its
+#                 k steps decoded on the fine-search subset; its result is the one candidate)
 #   Stage  17     fine search: decode every candidate (and the original) on a held-out subset
-#   Stage  18     score the candidates (CER/WER), choose the winner
+#   Stage  18     score the candidates (CER/WER), choose the winner; record the search's cost
+#                 (decodes, wall-clock seconds of stages 14-18) in <tag>/search_cost.{json,md}
 #   Stage  19     optional (--comflp_finetune true): fine-tune the winner
 #   Stage  20     decode and score --test_sets with the original, pruned and fine-tuned models;
 #                 RESULTS.md sections
@@ -92,7 +95,7 @@ comflp_pooling=mean         # Pooling of the states per utterance (mean or frame
 comflp_dump_args=           # Extra options of comflp_dump, e.g. "--batch_size 16".
 comflp_measure=dc           # Correlation measure: dc, svcca, cka, cosine or angular.
 comflp_dc_batch_size=       # Utterances per block for the dc measure (empty: its default).
-comflp_search=dp            # Coarse search: dp, beam, greedy, exhaustive (or a baseline).
+comflp_search=dp            # Coarse search: dp, beam, greedy, exhaustive (or a baseline, or glp).
 comflp_num_prune=           # Encoder layers to remove (or give --comflp_keep).
 comflp_keep=                # Encoder layers to keep (alternative to --comflp_num_prune).
 comflp_topk=10              # Candidates the coarse search keeps.
@@ -162,7 +165,8 @@ Options:
     --comflp_dump_args       # Extra comflp_dump options (default="${comflp_dump_args}").
     --comflp_measure         # dc, svcca, cka, cosine or angular (default="${comflp_measure}").
     --comflp_dc_batch_size   # Block size of the dc measure (default: the measure's own).
-    --comflp_search          # dp, beam, greedy, exhaustive, or a baseline offered by comflp_search (default="${comflp_search}").
+    --comflp_search          # dp, beam, greedy, exhaustive, a baseline offered by comflp_search, or glp
+                             # (greedy layer pruning by the task metric, decoding in stage 16) (default="${comflp_search}").
     --comflp_num_prune       # Layers to remove (default: half of the encoder layers).
     --comflp_keep            # Layers to keep, instead of --comflp_num_prune.
     --comflp_topk            # Coarse-search candidates (default="${comflp_topk}").
@@ -253,18 +257,6 @@ set -- "${own_args[@]+"${own_args[@]}"}"
 . ./path.sh
 . ./cmd.sh
 
-run_stage() {
-    # True when stage $1 is inside [stage, stop_stage] and not in --skip_stages.
-    [ "${stage}" -le "$1" ] && [ "${stop_stage}" -ge "$1" ] && [[ " ${skip_stages} " != *" $1 "* ]]
-}
-runs_any() {
-    local s
-    for s in "$@"; do
-        run_stage "${s}" && return 0
-    done
-    return 1
-}
-
 for _name in stage stop_stage nj inference_nj ngpu num_nodes batch_size comflp_calib_nutt comflp_seed \
         comflp_topk comflp_beam_size comflp_fine_nutt; do
     [[ "${!_name}" =~ ^[0-9]+$ ]] || die "--${_name} must be a non-negative integer, got '${!_name}'"
@@ -281,19 +273,7 @@ if ! "${asr_stages_requested}"; then
 fi
 
 # ------------------------------------------------------------------ names, as asr.sh derives them
-if [ "${feats_type}" = raw ]; then
-    data_feats=${dumpdir}/raw
-elif [ "${feats_type}" = raw_copy ]; then
-    data_feats=${dumpdir}/raw_copy
-elif [ "${feats_type}" = fbank_pitch ]; then
-    data_feats=${dumpdir}/fbank_pitch
-elif [ "${feats_type}" = fbank ]; then
-    data_feats=${dumpdir}/fbank
-elif [ "${feats_type}" = extracted ]; then
-    data_feats=${dumpdir}/extracted
-else
-    die "not supported: --feats_type ${feats_type}"
-fi
+data_feats=$(data_feats_dir "${dumpdir}" "${feats_type}")
 [ -n "${speed_perturb_factors}" ] && train_set="${train_set}_sp"
 
 # Test sets as asr.sh evaluates them: the validation set is decoded as org/<valid_set>.
@@ -312,74 +292,7 @@ if [[ " ${eval_sets} " == *" org/${valid_set} "* ]]; then
 fi
 eval_sets=$(echo "${eval_sets}" | xargs)
 
-lm_token_type=${token_type}
-if [ -z "${asr_tag}" ]; then
-    if [ -n "${asr_config}" ]; then
-        asr_tag="$(basename "${asr_config}" .yaml)_${feats_type}"
-    else
-        asr_tag="train_${feats_type}"
-    fi
-    if [ "${lang}" != noinfo ]; then
-        asr_tag+="_${lang}_${token_type}"
-    else
-        asr_tag+="_${token_type}"
-    fi
-    [ "${token_type}" = bpe ] && asr_tag+="${nbpe}"
-    [ "${token_type}" = hugging_face ] && asr_tag+="_"${hugging_face_model_name_or_path/\//-}
-    if [ -n "${asr_args}" ]; then
-        asr_tag+="$(echo "${asr_args}" | sed -e "s/--/\_/g" -e "s/[ |=/]//g")"
-    fi
-    [ -n "${speed_perturb_factors}" ] && asr_tag+="_sp"
-fi
-if [ -z "${lm_tag}" ]; then
-    if [ -n "${lm_config}" ]; then
-        lm_tag="$(basename "${lm_config}" .yaml)"
-    else
-        lm_tag="train"
-    fi
-    if [ "${lang}" != noinfo ]; then
-        lm_tag+="_${lang}_${lm_token_type}"
-    else
-        lm_tag+="_${lm_token_type}"
-    fi
-    [ "${lm_token_type}" = bpe ] && lm_tag+="${nbpe}"
-    if [ -n "${lm_args}" ]; then
-        lm_tag+="$(echo "${lm_args}" | sed -e "s/--/\_/g" -e "s/[ |=/]//g")"
-    fi
-fi
-if [ -z "${asr_stats_dir}" ]; then
-    if [ "${lang}" != noinfo ]; then
-        asr_stats_dir="${expdir}/asr_stats_${feats_type}_${lang}_${token_type}"
-    else
-        asr_stats_dir="${expdir}/asr_stats_${feats_type}_${token_type}"
-    fi
-    [ "${token_type}" = bpe ] && asr_stats_dir+="${nbpe}"
-    [ "${token_type}" = hugging_face ] && asr_stats_dir+="_"${hugging_face_model_name_or_path/\//-}
-    [ -n "${speed_perturb_factors}" ] && asr_stats_dir+="_sp"
-fi
-[ -z "${asr_exp}" ] && asr_exp="${expdir}/asr_${asr_tag}"
-[ -z "${lm_exp}" ] && lm_exp="${expdir}/lm_${lm_tag}"
-[ -z "${ngram_exp}" ] && ngram_exp="${expdir}/ngram"
-if [ -z "${inference_tag}" ]; then
-    if [ -n "${inference_config}" ]; then
-        inference_tag="$(basename "${inference_config}" .yaml)"
-    else
-        inference_tag=inference
-    fi
-    if [ -n "${inference_args}" ]; then
-        inference_tag+="$(echo "${inference_args}" | sed -e "s/--/\_/g" -e "s/[ |=]//g")"
-    fi
-    if "${use_lm}"; then
-        inference_tag+="_lm_$(basename "${lm_exp}")_$(echo "${inference_lm}" | sed -e "s/\//_/g" -e "s/\.[^.]*$//g")"
-    fi
-    if "${use_ngram}"; then
-        inference_tag+="_ngram_$(basename "${ngram_exp}")_$(echo "${inference_ngram}" | sed -e "s/\//_/g" -e "s/\.[^.]*$//g")"
-    fi
-    inference_tag+="_asr_model_$(echo "${inference_asr_model}" | sed -e "s/\//_/g" -e "s/\.[^.]*$//g")"
-    if "${use_k2}"; then
-        inference_tag+="_use_k2_k2_ctc_decoding_${k2_ctc_decoding}_use_nbest_rescoring_${use_nbest_rescoring}"
-    fi
-fi
+derive_asr_names
 
 [ -z "${comflp_dir}" ] && comflp_dir="${asr_exp}/comflp"
 [ -z "${comflp_fine_set}" ] && comflp_fine_set=${valid_set}
@@ -400,6 +313,8 @@ for action in get_parser()._actions:
 PYEOF
 )
     [ -n "${comflp_methods}" ] || comflp_methods="dp beam greedy exhaustive"
+    # Greedy layer pruning by the task metric decodes in stage 16 (comflp_glp keeps its steps).
+    comflp_methods+=" glp"
     [[ " ${comflp_methods} " == *" ${comflp_search} "* ]] \
         || die "unknown --comflp_search '${comflp_search}'; choose one of: ${comflp_methods}"
     # The two similarity baselines read their own measure's matrix.
@@ -591,8 +506,8 @@ if [ -n "${comflp_fine_set}" ]; then
     fine_source=$(find_data_dir "${comflp_fine_set}")
 fi
 fine_settings="source=${fine_source} num_utts=${comflp_fine_nutt} seed=${comflp_seed}"
-if run_stage 17 && [ ! -d "${fine_dir}" ]; then
-    [ -n "${comflp_fine_set}" ] || die "--comflp_fine_set (or --valid_set) is required for stage 17"
+if { run_stage 17 || { run_stage 16 && [ "${comflp_search}" = glp ]; }; } && [ ! -d "${fine_dir}" ]; then
+    [ -n "${comflp_fine_set}" ] || die "--comflp_fine_set (or --valid_set) is required for stage 17 (and for stage 16 with --comflp_search glp)"
     [ -n "${fine_source}" ] \
         || die "fine-search set '${comflp_fine_set}' not found in ${data_feats}/ (nor ${data_feats}/org/): run stages 3-4 or fix --comflp_fine_set"
     check_subset_source "--comflp_fine_set/--comflp_fine_nutt" "${fine_source}" "${comflp_fine_nutt}" "fine-search set"
@@ -622,18 +537,14 @@ fi
 # decode_models MODELS_SCP DATA_DIR OUT_DIR: comflp_decode over --inference_nj jobs (each job
 # decodes its share with every model), merged into OUT_DIR/hyp/<name>/.
 decode_models() {
-    local models_scp=$1 data=$2 out=$3 scp type n i name f
+    local models_scp=$1 data=$2 out=$3 scp type name f
     local logdir="${out}/logdir"
     read -r scp type <<< "$(input_spec "${data}" "${audio_format}")"
     local _nj
     _nj=$(min "${inference_nj}" "$(num_lines "${data}/${scp}")")
     mkdir -p "${logdir}"
     # Keys are split afresh; comflp_decode keeps a job's finished models when its keys are unchanged.
-    local parts=()
-    for n in $(seq "${_nj}"); do
-        parts+=("${logdir}/keys.${n}.scp")
-    done
-    split_keys "${data}/${scp}" "${parts[@]}"
+    split_into_jobs "${data}/${scp}" "${_nj}" "${logdir}/keys.JOB.scp"
     local _opts=
     [ -n "${inference_config}" ] && _opts+="--config ${inference_config} "
     log "Decoding $(num_lines "${models_scp}") model(s) on ${data} in ${_nj} job(s)... log: '${logdir}/decode.*.log'"
@@ -654,19 +565,49 @@ decode_models() {
         [ -n "${name}" ] || continue
         mkdir -p "${out}/hyp.tmp/${name}"
         for f in text token score; do
-            for i in $(seq "${_nj}"); do
-                cat "${logdir}/output.${i}/${name}/${f}"
-            done | LC_ALL=C sort -k1,1 > "${out}/hyp.tmp/${name}/${f}"
+            cat_jobs "${_nj}" "${logdir}/output.JOB/${name}/${f}" | LC_ALL=C sort -k1,1 > "${out}/hyp.tmp/${name}/${f}"
         done
         # One line per job; comflp_score sums them.
         for f in decode_time num_utts; do
-            for i in $(seq "${_nj}"); do
-                cat "${logdir}/output.${i}/${name}/${f}"
-            done > "${out}/hyp.tmp/${name}/${f}"
+            cat_jobs "${_nj}" "${logdir}/output.JOB/${name}/${f}" > "${out}/hyp.tmp/${name}/${f}"
         done
     done < "${models_scp}"
     rm -rf "${out}/hyp"
     mv "${out}/hyp.tmp" "${out}/hyp"
+}
+
+# score_models REF HYP_DIR OUT_DIR [comflp_score options...]: CER and WER of every model under
+# HYP_DIR (<name>/text) against the Kaldi text REF.
+score_models() {
+    local ref=$1 hyp=$2 out=$3
+    shift 3
+    local opts=()
+    [ "${nlsyms_txt}" != none ] && opts+=(--nlsyms_txt "${nlsyms_txt}")
+    ${python} -m comflp_espnet.bin.comflp_score \
+        --ref "${ref}" \
+        --hyp_dir "${hyp}" \
+        --token_type "${token_type}" \
+        --output_dir "${out}" \
+        "${opts[@]+"${opts[@]}"}" "$@" \
+        || die "scoring ${hyp} failed"
+}
+
+# make_subset SOURCE NUM_UTTS OUT SETTINGS WHAT: the seeded subset of the data dir SOURCE (all
+# of it for NUM_UTTS 0); an existing OUT made with the same SETTINGS is kept.
+make_subset() {
+    local source=$1 num_utts=$2 out=$3 settings=$4 what=$5
+    if [ -d "${out}" ]; then
+        check_settings "${out}/.settings" "${settings}"
+        return 0
+    fi
+    ${python} -m comflp_espnet.bin.comflp_subset \
+        --data_dir "${source}" \
+        --num_utts "${num_utts}" \
+        --seed "${comflp_seed}" \
+        --output_dir "${out}" || die "making the ${what} failed"
+    cp "${source}/feats_type" "${out}/" 2>/dev/null || true
+    cp "${source}/audio_format" "${out}/" 2>/dev/null || true
+    write_settings "${out}/.settings" "${settings}"
 }
 
 # ================================================================================ CoMFLP stages
@@ -681,18 +622,8 @@ if run_stage 14; then
             _what="${comflp_calib_nutt} utterances (seed ${comflp_seed})"
         fi
         log "Stage 14: Dump encoder states of ${asr_model_file} for calibration data (${_what} of ${calib_source}) -> ${states_dir}"
-        if [ -d "${calib_dir}" ]; then
-            check_settings "${calib_dir}/.settings" "${calib_settings}"
-        else
-            ${python} -m comflp_espnet.bin.comflp_subset \
-                --data_dir "${calib_source}" \
-                --num_utts "${comflp_calib_nutt}" \
-                --seed "${comflp_seed}" \
-                --output_dir "${calib_dir}" || die "making the calibration subset failed"
-            cp "${calib_source}/feats_type" "${calib_dir}/" 2>/dev/null || true
-            cp "${calib_source}/audio_format" "${calib_dir}/" 2>/dev/null || true
-            write_settings "${calib_dir}/.settings" "${calib_settings}"
-        fi
+        _start=$(now_seconds)
+        make_subset "${calib_source}" "${comflp_calib_nutt}" "${calib_dir}" "${calib_settings}" "calibration subset"
         check_settings "${states_dir}/.settings" "${states_settings}"
         _logdir="${states_dir}/logdir"
         rm -rf "${_logdir}" "${states_dir}/states.scp" "${states_dir}/states_info.yaml"
@@ -700,11 +631,7 @@ if run_stage 14; then
         read -r _scp _type <<< "$(input_spec "${calib_dir}" "${audio_format}")"
         [ -f "${calib_dir}/${_scp}" ] || die "${calib_dir}/${_scp} not found; remove ${calib_dir} and rerun stage 14"
         _nj=$(min "${nj}" "$(num_lines "${calib_dir}/${_scp}")")
-        _parts=()
-        for n in $(seq "${_nj}"); do
-            _parts+=("${_logdir}/keys.${n}.scp")
-        done
-        split_keys "${calib_dir}/${_scp}" "${_parts[@]}"
+        split_into_jobs "${calib_dir}/${_scp}" "${_nj}" "${_logdir}/keys.JOB.scp"
         log "State dumping started... log: '${_logdir}/dump.*.log'"
         # shellcheck disable=SC2086
         run_or_show_log "${_logdir}/dump.*.log" \
@@ -726,6 +653,7 @@ if run_stage 14; then
         ${python} -m comflp_espnet.bin.comflp_dump --merge "${_outputs[@]}" --output_dir "${states_dir}" \
             || die "merging the state dumps failed"
         write_settings "${states_dir}/.settings" "${states_settings}"
+        write_elapsed "${states_dir}/wall_seconds" "${_start}"
     fi
 fi
 
@@ -740,6 +668,7 @@ if run_stage 15; then
             _opts+="--batch_size ${comflp_dc_batch_size} "
         fi
         mkdir -p "${corr_dir}"
+        _start=$(now_seconds)
         # shellcheck disable=SC2086
         run_or_show_log "${corr_dir}/${comflp_measure}.log" \
             ${train_cmd} "${corr_dir}/${comflp_measure}.log" \
@@ -748,22 +677,93 @@ if run_stage 15; then
                 --measure "${comflp_measure}" \
                 --output "${corr_file}" \
                 --heatmap "${heatmap_file}" ${_opts}
+        write_elapsed "${corr_dir}/${comflp_measure}.wall_seconds" "${_start}"
     fi
 fi
 
-search_settings="corr=${corr_file} method=${comflp_search} num_prune=${num_prune:-?} topk=${comflp_topk} aggregate=${comflp_aggregate} keep_first=${comflp_keep_first} keep_last=${comflp_keep_last} max_run=${comflp_max_run} protect=${comflp_protect} model=${asr_model_file}"
-[ "${comflp_search}" = beam ] && search_settings+=" beam_size=${comflp_beam_size}"
-[ "${comflp_search}" = random ] && search_settings+=" seed=${comflp_seed}"
+fine_decode_dir="${tag_dir}/fine_decode"
+fine_decode_settings="fine=(${fine_settings}) inference_config=${inference_config} inference_args=${inference_args}"
+scores_dir="${tag_dir}/scores"
+# Wall-clock seconds of the search's parts (comflp_search_cost gathers them after stage 18).
+timing_dir="${tag_dir}/timing"
+glp_dir="${tag_dir}/glp"
+if [ "${comflp_search}" = glp ]; then
+    # The greedy search reads no matrix; it depends on the fine-search data and decoding options.
+    search_settings="method=glp num_prune=${num_prune:-?} keep_first=${comflp_keep_first} keep_last=${comflp_keep_last} max_run=${comflp_max_run} protect=${comflp_protect} model=${asr_model_file} decode=(${fine_decode_settings})"
+else
+    search_settings="corr=${corr_file} method=${comflp_search} num_prune=${num_prune:-?} topk=${comflp_topk} aggregate=${comflp_aggregate} keep_first=${comflp_keep_first} keep_last=${comflp_keep_last} max_run=${comflp_max_run} protect=${comflp_protect} model=${asr_model_file}"
+    [ "${comflp_search}" = beam ] && search_settings+=" beam_size=${comflp_beam_size}"
+    [ "${comflp_search}" = random ] && search_settings+=" seed=${comflp_seed}"
+fi
+
+# glp_search: greedy layer pruning by the task metric, into ${tag_dir}/proposals.json.  Step s
+# decodes the fine-search set with each remaining layer removed on top of the s-1 layers removed
+# so far (one candidate model each, decoded through decode_models and scored as in stages
+# 17-18), then removes the layer whose model makes the fewest errors (ties: the lower layer id).
+# A step is complete once ${glp_dir}/stepNN/step.json exists; a rerun goes on from there.
+glp_search() {
+    local step step_dir start
+    local glp_opts=(--num_layers "${num_layers}" --num_prune "${num_prune}"
+        --keep_first "${comflp_keep_first}" --keep_last "${comflp_keep_last}"
+        --protect "${comflp_protect}" --max_run "${comflp_max_run}")
+    make_subset "${fine_source}" "${comflp_fine_nutt}" "${fine_dir}" "${fine_settings}" "fine-search subset"
+    check_settings "${glp_dir}/.settings" "${search_settings}"
+    mkdir -p "${glp_dir}"
+    write_settings "${glp_dir}/.settings" "${search_settings}"
+    for step in $(seq "${num_prune}"); do
+        step_dir="${glp_dir}/step$(printf '%02d' "${step}")"
+        if [ -f "${step_dir}/step.json" ]; then
+            # The step's pruned models are only needed until it is scored.
+            rm -rf "${step_dir}/candidates"
+            log "Greedy step ${step}/${num_prune}: ${step_dir}/step.json exists; skipping"
+            continue
+        fi
+        start=$(now_seconds)
+        ${python} -m comflp_espnet.bin.comflp_glp prepare \
+            --glp_dir "${glp_dir}" --step "${step}" "${glp_opts[@]}" \
+            --output "${step_dir}/proposals.json" \
+            || die "greedy step ${step}: choosing the layers to try failed"
+        ${python} -m comflp_espnet.bin.comflp_candidates \
+            --proposals "${step_dir}/proposals.json" \
+            --asr_train_config "${asr_train_config}" \
+            --asr_model_file "${asr_model_file}" \
+            --output_dir "${step_dir}/candidates" \
+            || die "greedy step ${step}: writing the pruned models failed"
+        log "Greedy step ${step}/${num_prune}: decode the fine-search set with each of $(num_lines "${step_dir}/candidates/models.scp") models -> ${step_dir}"
+        decode_models "${step_dir}/candidates/models.scp" "${fine_dir}" "${step_dir}/decode"
+        score_models "${fine_dir}/text" "${step_dir}/decode/hyp" "${step_dir}/scores"
+        ${python} -m comflp_espnet.bin.comflp_glp choose \
+            --glp_dir "${glp_dir}" --step "${step}" \
+            --scores "${step_dir}/scores/scores.json" \
+            --seconds "$(elapsed_since "${start}")" \
+            || die "greedy step ${step}: choosing the layer to remove failed"
+        rm -rf "${step_dir}/candidates"
+    done
+    ${python} -m comflp_espnet.bin.comflp_glp finish \
+        --glp_dir "${glp_dir}" "${glp_opts[@]}" \
+        --output "${tag_dir}/proposals.json" \
+        || die "the greedy search failed"
+}
+
 if run_stage 16; then
     if [ -f "${tag_dir}/candidates/models.scp" ] && [ -f "${tag_dir}/proposals.json" ]; then
         check_settings "${tag_dir}/.settings" "${search_settings}"
         log "Stage 16: ${tag_dir}/candidates exists; skipping"
     else
-        log "Stage 16: Coarse search (${comflp_search}, remove ${num_prune} of ${num_layers} layers, top ${comflp_topk}) -> ${tag_dir}/proposals.json, ${tag_dir}/candidates"
-        [ -f "${corr_file}" ] || die "${corr_file} not found: run stage 15 first (with --comflp_measure ${comflp_measure})"
+        if [ "${comflp_search}" = glp ]; then
+            log "Stage 16: Greedy layer pruning (glp): remove ${num_prune} of ${num_layers} layers one at a time, each step decoding the fine-search set (${fine_source}) once per remaining layer -> ${glp_dir}, ${tag_dir}/proposals.json, ${tag_dir}/candidates"
+        else
+            log "Stage 16: Coarse search (${comflp_search}, remove ${num_prune} of ${num_layers} layers, top ${comflp_topk}) -> ${tag_dir}/proposals.json, ${tag_dir}/candidates"
+            [ -f "${corr_file}" ] || die "${corr_file} not found: run stage 15 first (with --comflp_measure ${comflp_measure})"
+        fi
         check_settings "${tag_dir}/.settings" "${search_settings}"
         mkdir -p "${tag_dir}"
-        if [ ! -f "${tag_dir}/proposals.json" ]; then
+        _start=$(now_seconds)
+        if [ -f "${tag_dir}/proposals.json" ]; then
+            :
+        elif [ "${comflp_search}" = glp ]; then
+            glp_search
+        else
             _opts=
             [ -n "${comflp_max_run}" ] && _opts+="--max_run ${comflp_max_run} "
             [ -n "${comflp_protect}" ] && _opts+="--protect ${comflp_protect} "
@@ -789,11 +789,10 @@ if run_stage 16; then
             --output_dir "${tag_dir}/candidates" \
             || die "writing the pruned candidates failed"
         write_settings "${tag_dir}/.settings" "${search_settings}"
+        write_elapsed "${timing_dir}/coarse_search" "${_start}"
     fi
 fi
 
-fine_decode_dir="${tag_dir}/fine_decode"
-fine_decode_settings="fine=(${fine_settings}) inference_config=${inference_config} inference_args=${inference_args}"
 if run_stage 17; then
     if [ -f "${fine_decode_dir}/hyp/.done" ]; then
         check_settings "${fine_decode_dir}/.settings" "${fine_decode_settings}"
@@ -806,48 +805,47 @@ if run_stage 17; then
         fi
         log "Stage 17: Fine search: decode every candidate and the original on ${_what} of ${fine_source} -> ${fine_decode_dir}"
         [ -f "${tag_dir}/candidates/models.scp" ] || die "${tag_dir}/candidates/models.scp not found: run stage 16 first"
-        if [ -d "${fine_dir}" ]; then
-            check_settings "${fine_dir}/.settings" "${fine_settings}"
-        else
-            ${python} -m comflp_espnet.bin.comflp_subset \
-                --data_dir "${fine_source}" \
-                --num_utts "${comflp_fine_nutt}" \
-                --seed "${comflp_seed}" \
-                --output_dir "${fine_dir}" || die "making the fine-search subset failed"
-            cp "${fine_source}/feats_type" "${fine_dir}/" 2>/dev/null || true
-            cp "${fine_source}/audio_format" "${fine_dir}/" 2>/dev/null || true
-            write_settings "${fine_dir}/.settings" "${fine_settings}"
-        fi
+        _start=$(now_seconds)
+        make_subset "${fine_source}" "${comflp_fine_nutt}" "${fine_dir}" "${fine_settings}" "fine-search subset"
         check_settings "${fine_decode_dir}/.settings" "${fine_decode_settings}"
         mkdir -p "${fine_decode_dir}"
         cp "${tag_dir}/candidates/models.scp" "${fine_decode_dir}/models.scp"
         decode_models "${fine_decode_dir}/models.scp" "${fine_dir}" "${fine_decode_dir}"
         touch "${fine_decode_dir}/hyp/.done"
         write_settings "${fine_decode_dir}/.settings" "${fine_decode_settings}"
+        write_elapsed "${timing_dir}/fine_decode" "${_start}"
     fi
 fi
 
-scores_dir="${tag_dir}/scores"
 if run_stage 18; then
     if [ -f "${scores_dir}/winner" ] && [ "${scores_dir}/winner" -nt "${fine_decode_dir}/hyp/.done" ]; then
         log "Stage 18: ${scores_dir}/winner exists ($(cat "${scores_dir}/winner")); skipping"
     else
         log "Stage 18: Score the fine search and choose the winner -> ${scores_dir}"
         [ -f "${fine_decode_dir}/hyp/.done" ] || die "${fine_decode_dir}/hyp not found: run stage 17 first"
-        _opts=
-        [ "${nlsyms_txt}" != none ] && _opts+="--nlsyms_txt ${nlsyms_txt} "
-        # shellcheck disable=SC2086
-        ${python} -m comflp_espnet.bin.comflp_score \
-            --ref "${fine_dir}/text" \
-            --hyp_dir "${fine_decode_dir}/hyp" \
+        _start=$(now_seconds)
+        score_models "${fine_dir}/text" "${fine_decode_dir}/hyp" "${scores_dir}" \
             --proposals "${tag_dir}/proposals.json" \
-            --candidates_dir "${tag_dir}/candidates" \
-            --token_type "${token_type}" \
-            --output_dir "${scores_dir}" ${_opts} \
-            || die "scoring the fine search failed"
+            --candidates_dir "${tag_dir}/candidates"
         ln -sfn "candidates/$(cat "${scores_dir}/winner")" "${tag_dir}/winner"
+        write_elapsed "${timing_dir}/fine_score" "${_start}"
         log "Winner: $(cat "${scores_dir}/winner") (ranking: ${scores_dir}/ranking.md)"
     fi
+    # Decodes and seconds the search took (rewritten only when they change).
+    ${python} -m comflp_espnet.bin.comflp_search_cost \
+        --method "${comflp_search}" \
+        --tag "${comflp_tag}" \
+        --states_seconds "${states_dir}/wall_seconds" \
+        --matrix_seconds "${corr_dir}/${comflp_measure}.wall_seconds" \
+        --coarse_search_seconds "${timing_dir}/coarse_search" \
+        --fine_decode_seconds "${timing_dir}/fine_decode" \
+        --fine_score_seconds "${timing_dir}/fine_score" \
+        --proposals "${tag_dir}/proposals.json" \
+        --fine_models_scp "${fine_decode_dir}/models.scp" \
+        --fine_hyp_dir "${fine_decode_dir}/hyp" \
+        --fine_text "${fine_dir}/text" \
+        --output_dir "${tag_dir}" \
+        || die "writing ${tag_dir}/search_cost.json failed"
 fi
 
 winner_dir="${tag_dir}/winner"
@@ -881,11 +879,7 @@ if run_stage 19; then
             --output "${finetune_dir}/finetune_config.yaml" \
             || die "merging ${comflp_finetune_config} into ${winner_dir}/config.yaml failed"
         read -r _scp _type <<< "$(input_spec "${_asr_train_dir}" "${audio_format}")"
-        if [ "${feats_type}" = raw ] || [ "${feats_type}" = raw_copy ]; then
-            _fold_length="$((asr_speech_fold_length * 100))"
-        else
-            _fold_length="${asr_speech_fold_length}"
-        fi
+        asr_train_data_args "${_asr_train_dir}" "${_asr_valid_dir}" "${_scp}" "${_type}"
         if echo "${cuda_cmd}" | grep -e queue.pl -e queue-freegpu.pl &> /dev/null; then
             # SGE job names cannot contain "/".
             _jobname="$(basename "${asr_exp}")_comflp_finetune"
@@ -894,30 +888,13 @@ if run_stage 19; then
         fi
         log "Fine-tuning started... log: '${finetune_dir}/train.log'"
         # shellcheck disable=SC2086
-        ${python} -m espnet2.bin.launch \
-            --cmd "${cuda_cmd} --name ${_jobname}" \
-            --log "${finetune_dir}"/train.log \
-            --ngpu "${ngpu}" \
-            --num_nodes "${num_nodes}" \
-            --init_file_prefix "${finetune_dir}"/.dist_init_ \
-            --multiprocessing_distributed true -- \
-            ${python} -m espnet2.bin.${asr_task}_train \
-                --config "${finetune_dir}/finetune_config.yaml" \
-                --use_preprocessor true \
-                --train_data_path_and_name_and_type "${_asr_train_dir}/${_scp},speech,${_type}" \
-                --train_shape_file "${asr_stats_dir}/train/speech_shape" \
-                --fold_length "${asr_text_fold_length}" \
-                --train_data_path_and_name_and_type "${_asr_train_dir}/text,text,text" \
-                --train_shape_file "${asr_stats_dir}/train/text_shape.${token_type}" \
-                --valid_data_path_and_name_and_type "${_asr_valid_dir}/${_scp},speech,${_type}" \
-                --valid_shape_file "${asr_stats_dir}/valid/speech_shape" \
-                --valid_data_path_and_name_and_type "${_asr_valid_dir}/text,text,text" \
-                --valid_shape_file "${asr_stats_dir}/valid/text_shape.${token_type}" \
-                --fold_length "${_fold_length}" \
-                --init_param "${winner_dir}/${inference_asr_model}" \
-                --resume true \
-                --output_dir "${finetune_dir}" \
-                ${comflp_finetune_args} \
+        launch_asr_train "${finetune_dir}" "${_jobname}" \
+            --config "${finetune_dir}/finetune_config.yaml" \
+            --use_preprocessor true \
+            "${train_data_args[@]}" \
+            --init_param "${winner_dir}/${inference_asr_model}" \
+            --resume true \
+            ${comflp_finetune_args} \
             || { tail -n 40 "${finetune_dir}/train.log" >&2; die "fine-tuning failed; log: ${finetune_dir}/train.log"; }
         [ -f "${finetune_dir}/${inference_asr_model}" ] \
             || die "fine-tuning finished without ${finetune_dir}/${inference_asr_model}; check --inference_asr_model against best_model_criterion in ${comflp_finetune_config}"
@@ -954,22 +931,15 @@ finetuned ${finetune_dir}/config.yaml ${finetune_dir}/${inference_asr_model}"
         printf '%s\n' "${_models}" > "${_dir}/models.scp"
         rm -f "${_dir}/hyp/.done"
         decode_models "${_dir}/models.scp" "${_data}" "${_dir}"
-        _opts=
-        [ "${nlsyms_txt}" != none ] && _opts+="--nlsyms_txt ${nlsyms_txt} "
-        # shellcheck disable=SC2086
-        ${python} -m comflp_espnet.bin.comflp_score \
-            --ref "${_data}/text" \
-            --hyp_dir "${_dir}/hyp" \
-            --token_type "${token_type}" \
-            --label_prefix "${dset}/" \
-            --output_dir "${_dir}/score" ${_opts} \
-            || die "scoring ${_dir} failed"
+        score_models "${_data}/text" "${_dir}/hyp" "${_dir}/score" --label_prefix "${dset}/"
         cat "${_dir}/score/scores.md"
     done
 
     _results_extra=()
     [ -f "${finetune_dir}/${inference_asr_model}" ] && _results_extra+=(--finetune_dir "${finetune_dir}" --finetune_config "${finetune_dir}/finetune_config.yaml")
     [ -n "${inference_config}" ] && _results_extra+=(--inference_config "${inference_config}")
+    # glp reads no matrix, so there may be no heatmap.
+    [ -f "${heatmap_file}" ] && _results_extra+=(--heatmap "${heatmap_file}")
     for _results in "${tag_dir}/RESULTS.md" "${asr_exp}/RESULTS.md"; do
         ${python} -m comflp_espnet.bin.comflp_results \
             --output "${_results}" \
@@ -981,7 +951,6 @@ finetuned ${finetune_dir}/config.yaml ${finetune_dir}/${inference_asr_model}"
             --ranking "${scores_dir}/ranking.json" \
             --fine_set "${comflp_fine_set}" \
             --measure "${comflp_measure}" \
-            --heatmap "${heatmap_file}" \
             "${_results_opts[@]}" "${_results_extra[@]+"${_results_extra[@]}"}" \
             || die "writing ${_results} failed"
     done

@@ -210,7 +210,7 @@ for dset in ${test_sets}; do
 done
 test_sets=${_test_sets}
 
-data_feats=${dumpdir}/raw
+data_feats=$(data_feats_dir "${dumpdir}" "${feats_type}")
 fs_hz=$(${python} -c "import humanfriendly as h; print(h.parse_size('${fs}'))" 2>/dev/null \
         || ${python} -c "import sys; s='${fs}'.lower(); print(int(float(s[:-1]) * 1000) if s.endswith('k') else int(s))")
 
@@ -223,52 +223,24 @@ else
 fi
 token_list="${token_listdir}/${token_type}/tokens.txt"
 bpemodel=none
+# Text processing of stats collection and training alike.
+asr_text_args=(
+    --use_preprocessor true
+    --bpemodel "${bpemodel}"
+    --token_type "${token_type}"
+    --token_list "${token_list}"
+    --non_linguistic_symbols "${nlsyms_txt}"
+    --cleaner "${cleaner}"
+    --g2p "${g2p}"
+)
 
 # Directory names, as asr.sh derives them.
-if [ -z "${asr_tag}" ]; then
-    if [ -n "${asr_config}" ]; then
-        asr_tag="$(basename "${asr_config}" .yaml)_${feats_type}"
-    else
-        asr_tag="train_${feats_type}"
-    fi
-    if [ "${lang}" != noinfo ]; then
-        asr_tag+="_${lang}_${token_type}"
-    else
-        asr_tag+="_${token_type}"
-    fi
-    if [ -n "${asr_args}" ]; then
-        asr_tag+="$(echo "${asr_args}" | sed -e "s/--/\_/g" -e "s/[ |=/]//g")"
-    fi
-fi
-if [ -z "${asr_stats_dir}" ]; then
-    if [ "${lang}" != noinfo ]; then
-        asr_stats_dir="${expdir}/asr_stats_${feats_type}_${lang}_${token_type}"
-    else
-        asr_stats_dir="${expdir}/asr_stats_${feats_type}_${token_type}"
-    fi
-fi
-[ -z "${asr_exp}" ] && asr_exp="${expdir}/asr_${asr_tag}"
-if [ -z "${inference_tag}" ]; then
-    if [ -n "${inference_config}" ]; then
-        inference_tag="$(basename "${inference_config}" .yaml)"
-    else
-        inference_tag=inference
-    fi
-    if [ -n "${inference_args}" ]; then
-        inference_tag+="$(echo "${inference_args}" | sed -e "s/--/\_/g" -e "s/[ |=]//g")"
-    fi
-    inference_tag+="_asr_model_$(echo "${inference_asr_model}" | sed -e "s/\//_/g" -e "s/\.[^.]*$//g")"
-fi
+derive_asr_names
 
 "${skip_data_prep}" && skip_stages+=" 1 2 3 4 5"
 "${skip_train}" && skip_stages+=" 2 4 5 6 7 8 9 10 11"
 "${skip_eval}" && skip_stages+=" 12 13"
 skip_stages+=" 6 7 8 9"  # the LM and n-gram stages are asr.sh-only
-
-run_stage() {
-    # True when stage $1 is inside [stage, stop_stage] and not skipped.
-    [ "${stage}" -le "$1" ] && [ "${stop_stage}" -ge "$1" ] && [[ " ${skip_stages} " != *" $1 "* ]]
-}
 
 if "${eval_valid_set}"; then
     eval_sets="org/${valid_set} ${test_sets}"
@@ -440,14 +412,8 @@ if run_stage 10; then
         rm -rf "${_logdir}"
         mkdir -p "${_logdir}"
         _nj=$(min "${nj}" "$(num_lines "${_asr_train_dir}/${_scp}")" "$(num_lines "${_asr_valid_dir}/${_scp}")")
-        _train_parts=()
-        _valid_parts=()
-        for n in $(seq "${_nj}"); do
-            _train_parts+=("${_logdir}/train.${n}.scp")
-            _valid_parts+=("${_logdir}/valid.${n}.scp")
-        done
-        split_keys "${_asr_train_dir}/${_scp}" "${_train_parts[@]}"
-        split_keys "${_asr_valid_dir}/${_scp}" "${_valid_parts[@]}"
+        split_into_jobs "${_asr_train_dir}/${_scp}" "${_nj}" "${_logdir}/train.JOB.scp"
+        split_into_jobs "${_asr_valid_dir}/${_scp}" "${_nj}" "${_logdir}/valid.JOB.scp"
 
         log "ASR collect-stats started... log: '${_logdir}/stats.*.log'"
         # shellcheck disable=SC2086
@@ -455,13 +421,7 @@ if run_stage 10; then
             ${train_cmd} JOB=1:"${_nj}" "${_logdir}"/stats.JOB.log \
             ${python} -m espnet2.bin.asr_train \
                 --collect_stats true \
-                --use_preprocessor true \
-                --bpemodel "${bpemodel}" \
-                --token_type "${token_type}" \
-                --token_list "${token_list}" \
-                --non_linguistic_symbols "${nlsyms_txt}" \
-                --cleaner "${cleaner}" \
-                --g2p "${g2p}" \
+                "${asr_text_args[@]}" \
                 --train_data_path_and_name_and_type "${_asr_train_dir}/${_scp},speech,${_type}" \
                 --valid_data_path_and_name_and_type "${_asr_valid_dir}/${_scp},speech,${_type}" \
                 --train_data_path_and_name_and_type "${_asr_train_dir}/text,text,text" \
@@ -500,46 +460,23 @@ if run_stage 11; then
         log "Stage 11: ASR Training: train_set=${_asr_train_dir}, valid_set=${_asr_valid_dir}"
         [ -f "${asr_stats_dir}/train/text_shape.${token_type}" ] || die "${asr_stats_dir} is incomplete: run stage 10 first"
         read -r _scp _type <<< "$(input_spec "${_asr_train_dir}" "${audio_format}")"
+        asr_train_data_args "${_asr_train_dir}" "${_asr_valid_dir}" "${_scp}" "${_type}"
         _opts=
         [ -n "${asr_config}" ] && _opts+="--config ${asr_config} "
         _opts+="--frontend_conf fs=${fs} "
-        _fold_length="$((asr_speech_fold_length * 100))"
         if [ "${feats_normalize}" = global_mvn ]; then
             _opts+="--normalize=global_mvn --normalize_conf stats_file=${asr_stats_dir}/train/feats_stats.npz "
         fi
         mkdir -p "${asr_exp}"
         log "ASR training started... log: '${asr_exp}/train.log'"
         # shellcheck disable=SC2086
-        ${python} -m espnet2.bin.launch \
-            --cmd "${cuda_cmd} --name ${asr_exp}/train.log" \
-            --log "${asr_exp}"/train.log \
-            --ngpu "${ngpu}" \
-            --num_nodes "${num_nodes}" \
-            --init_file_prefix "${asr_exp}"/.dist_init_ \
-            --multiprocessing_distributed true -- \
-            ${python} -m espnet2.bin.asr_train \
-                --use_preprocessor true \
-                --bpemodel "${bpemodel}" \
-                --token_type "${token_type}" \
-                --token_list "${token_list}" \
-                --non_linguistic_symbols "${nlsyms_txt}" \
-                --cleaner "${cleaner}" \
-                --g2p "${g2p}" \
-                --train_data_path_and_name_and_type "${_asr_train_dir}/${_scp},speech,${_type}" \
-                --train_shape_file "${asr_stats_dir}/train/speech_shape" \
-                --fold_length "${asr_text_fold_length}" \
-                --train_data_path_and_name_and_type "${_asr_train_dir}/text,text,text" \
-                --train_shape_file "${asr_stats_dir}/train/text_shape.${token_type}" \
-                --valid_data_path_and_name_and_type "${_asr_valid_dir}/${_scp},speech,${_type}" \
-                --valid_shape_file "${asr_stats_dir}/valid/speech_shape" \
-                --valid_data_path_and_name_and_type "${_asr_valid_dir}/text,text,text" \
-                --valid_shape_file "${asr_stats_dir}/valid/text_shape.${token_type}" \
-                --resume true \
-                ${pretrained_model:+--init_param $pretrained_model} \
-                --ignore_init_mismatch ${ignore_init_mismatch} \
-                --fold_length "${_fold_length}" \
-                --output_dir "${asr_exp}" \
-                ${_opts} ${asr_args} \
+        launch_asr_train "${asr_exp}" "${asr_exp}/train.log" \
+            "${asr_text_args[@]}" \
+            "${train_data_args[@]}" \
+            --resume true \
+            ${pretrained_model:+--init_param $pretrained_model} \
+            --ignore_init_mismatch ${ignore_init_mismatch} \
+            ${_opts} ${asr_args} \
             || { tail -n 40 "${asr_exp}/train.log" >&2; die "training failed; log: ${asr_exp}/train.log"; }
         [ -f "${asr_exp}/${inference_asr_model}" ] \
             || die "training finished without ${asr_exp}/${inference_asr_model}; check --inference_asr_model against best_model_criterion in ${asr_config:-the config}"
@@ -573,11 +510,7 @@ if run_stage 12; then
         mkdir -p "${_logdir}"
         read -r _scp _type <<< "$(input_spec "${_data}" "${audio_format}")"
         _nj=$(min "${inference_nj}" "$(num_lines "${_data}/${_scp}")")
-        _parts=()
-        for n in $(seq "${_nj}"); do
-            _parts+=("${_logdir}/keys.${n}.scp")
-        done
-        split_keys "${_data}/${_scp}" "${_parts[@]}"
+        split_into_jobs "${_data}/${_scp}" "${_nj}" "${_logdir}/keys.JOB.scp"
         log "Decoding started... log: '${_logdir}/asr_inference.*.log'"
         # shellcheck disable=SC2086
         run_or_show_log "${_logdir}/asr_inference.*.log" \
@@ -593,9 +526,7 @@ if run_stage 12; then
                 ${_opts} ${inference_args}
         for f in token token_int score text; do
             if [ -f "${_logdir}/output.1/1best_recog/${f}" ]; then
-                for i in $(seq "${_nj}"); do
-                    cat "${_logdir}/output.${i}/1best_recog/${f}"
-                done | LC_ALL=C sort -k1,1 > "${_dir}/${f}.tmp"
+                cat_jobs "${_nj}" "${_logdir}/output.JOB/1best_recog/${f}" | LC_ALL=C sort -k1,1 > "${_dir}/${f}.tmp"
             fi
         done
         # "text" last: its presence marks the set as decoded.
