@@ -390,3 +390,28 @@ def test_mini_an4_data_prep_reports_missing_tarball(tmp_path):
         cwd=rdir, capture_output=True, text=True, timeout=60,
     )
     assert r.returncode != 0 and "none.tar.gz: no such file" in r.stdout + r.stderr
+
+
+def test_config_paths_are_checked_from_the_working_directory(recipe, tmp_path):
+    # asr.sh writes token list and statistics paths relative to the directory it trained in.
+    exp = recipe / "exp" / "m"
+    fake_experiment(exp, num_blocks=4)
+    with (exp / "config.yaml").open("a") as f:
+        f.write("token_list: data/token_list/char/tokens.txt\n")
+    fake_data_dir(recipe / "dump" / "raw" / "tr", 8)
+    r = comflp(recipe, *BASE_OPTS, "--stage", "14", "--asr_exp", "exp/m", "--comflp_num_prune", "2")
+    assert r.returncode != 0
+    assert "token_list: data/token_list/char/tokens.txt" in r.stderr
+    assert "run the CoMFLP stages from the recipe directory where the model was trained" in r.stderr
+    assert_nothing_made(recipe)
+
+
+def test_a_python_without_the_plugin_is_reported(recipe, tmp_path):
+    bare = tmp_path / "bare_python"
+    bare.write_text('#!/bin/sh\nunset PYTHONPATH\nexec python3 -I "$@"\n')
+    bare.chmod(0o755)
+    r = comflp(recipe, *BASE_OPTS, "--stage", "14", "--comflp_num_prune", "2", "--python", str(bare))
+    assert r.returncode != 0
+    assert "cannot import comflp_espnet" in r.stderr
+    assert "install_into_espnet.sh" in r.stderr
+    assert_nothing_made(recipe)

@@ -17,7 +17,8 @@
 #
 # Options this script declares are used here; the asr.sh options among them are also passed on
 # to asr.sh, and every other option is passed to asr.sh (or asr_minimal.sh) unchanged.
-# Run it from a recipe directory (egs2/<corpus>/asr1_comflp) through the recipe's run.sh.
+# Run it through a recipe's run.sh, from that recipe directory (egs2/<corpus>/asr1_comflp) or from the
+# directory where asr.sh trained the model (e.g. egs2/<corpus>/asr1: ../asr1_comflp/run.sh --stage 14).
 set -e
 set -u
 set -o pipefail
@@ -302,6 +303,10 @@ asr_model_file="${asr_exp}/${inference_asr_model}"
 # ------------------------------------------------------------------ checks before any work
 comflp_measures="dc svcca cka cosine angular"
 if runs_any 14 15 16 17 18 19 20 21; then
+    _import_error=$(${python} -c "import comflp_espnet" 2>&1) \
+        || die "${python} cannot import comflp_espnet (${_import_error##*$'\n'}).
+  Install the plugin into this Python (tools/install_into_espnet.sh ESPNET_ROOT, or pip install -e <plugin>),
+  or run from a recipe whose path.sh puts the plugin on PYTHONPATH."
     [[ " ${comflp_measures} " == *" ${comflp_measure} "* ]] \
         || die "unknown --comflp_measure '${comflp_measure}'; choose one of: ${comflp_measures}"
     # The search methods (and baselines) comflp_search offers.
@@ -368,8 +373,9 @@ if runs_any 17 20 && [ -n "${inference_config}" ]; then
 fi
 if "${comflp_finetune}" && runs_any 19; then
     if [ ! -f "${comflp_finetune_config}" ] && [ "${comflp_finetune_config}" = conf/comflp/finetune.yaml ]; then
-        # The recipe has no overlay of its own: the plugin-wide default.
-        _default="${comflp_template_dir}/../../../conf/comflp/finetune.yaml"
+        # The recipe has no overlay of its own: the plugin-wide default (conf/ of the template is
+        # the plugin's top-level conf/, linked in the plugin tree and copied into ESPnet checkouts).
+        _default="${comflp_template_dir}/conf/comflp/finetune.yaml"
         [ -f "${_default}" ] && comflp_finetune_config=$(cd "$(dirname "${_default}")" && pwd)/finetune.yaml
     fi
     check_yaml_mapping comflp_finetune_config "${comflp_finetune_config}"
@@ -434,6 +440,18 @@ with open(sys.argv[1], encoding="utf-8") as f:
 print(conf.get("encoder", "?"), (conf.get("encoder_conf") or {}).get("num_blocks", "?"))
 PYEOF
 )"
+    # Token list, BPE model and feature statistics are named relative to the directory where asr.sh
+    # trained the model: a wrong working directory fails here rather than inside a job.
+    ${python} - "${asr_train_config}" <<'PYEOF' || die "run the CoMFLP stages from the recipe directory where the model was trained (see above)"
+import sys
+
+from comflp_espnet.model_io import check_config_paths, read_train_config
+
+try:
+    check_config_paths(read_train_config(sys.argv[1]), sys.argv[1])
+except (FileNotFoundError, ValueError) as e:
+    sys.exit(f"Error: {e}")
+PYEOF
     [[ "${num_layers}" =~ ^[0-9]+$ ]] \
         || die "${asr_train_config}: no encoder_conf.num_blocks; CoMFLP prunes transformer, conformer, branchformer and e_branchformer encoders"
     case "${encoder_type}" in
