@@ -1,0 +1,649 @@
+#!/usr/bin/env python3
+"""CoMFLP against the other layer-pruning methods on a model trained by a recipe.
+
+For every number of removed layers k (``--num_prune``, default L/4 and L/2) this
+driver runs the recipe's CoMFLP stages once per method, each in its own
+``--comflp_tag`` directory, sharing the encoder states of stage 14, the fine-search
+subset and the fine-tuning overlay:
+
+    comflp_<search>_<measure>  CoMFLP: correlation matrix (dc, svcca, cka), coarse
+                               search (dp, beam), top-K fine search
+    glp                        greedy layer pruning by the task metric
+    drop_last                  the last k layers
+    random                     K seeded random proposals, fine-searched
+    bi                         block influence (cosine measure)
+    angular                    most similar contiguous block (angular measure)
+
+Steps (``--steps``, in this order; each can be rerun alone, finished work is kept):
+
+    search    ./run.sh --stage 14 --stop_stage 14 once, then for every (k, method)
+              ./run.sh --stage 15 --stop_stage 18 --comflp_tag <tag> ...
+              (wall time of every call recorded in OUT/runs.json)
+    test      decode the unpruned model and every distinct winner on --test_sets
+              with comflp_decode (one process per job decodes all models: a winner
+              chosen by several methods is decoded once) and score with comflp_score
+    finetune  ./run.sh --stage 19 --stop_stage 19 --comflp_tag <tag> for the methods
+              of --finetune (identical overlay for all), then decode the fine-tuned
+              models on --test_sets as in "test"
+    report    OUT/benchmark.md (tables), OUT/benchmark.json, OUT/benchmark.png
+              (CER vs layers kept, one line per method)
+
+Search cost per method is read from ``<tag>/search_cost.json`` (decodes of the
+fine-search set; seconds of states + matrix + coarse search + fine search, or of
+the greedy loop for glp) when the recipe writes it, otherwise it is the wall time
+of the driver's stage 15-18 call plus the stage 14 time for the methods that read
+the states, and the number of candidates decoded.
+
+Example (from the plugin root; the recipe must have trained its model):
+
+    bench/compare_methods.py --recipe_dir egs2/an4_synth/asr1_comflp \\
+        --num_prune 3 6 --run_args "--comflp_fine_nutt 150"
+
+Output: ``<asr_exp>/comflp/benchmark/`` unless ``--output_dir``.
+"""
+
+import argparse
+import calendar
+import json
+import logging
+import math
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import yaml
+
+LOG_FORMAT = "%(asctime)s (%(module)s:%(lineno)d) %(levelname)s: %(message)s"
+STEPS = ("search", "test", "finetune", "report")
+COMFLP_MEASURES = ("dc", "svcca", "cka")
+COMFLP_SEARCHES = ("dp", "beam")
+BASELINES = ("glp", "drop_last", "random", "bi", "angular")
+# The correlation measure a baseline's search reads; drop_last, random and glp read
+# none, and are given dc only because the stage script needs some --comflp_measure.
+BASELINE_MEASURE = {"glp": "dc", "drop_last": "dc", "random": "dc", "bi": "cosine", "angular": "angular"}
+ORIGINAL = "original"
+
+
+class Method:
+    def __init__(self, label: str, measure: str, search: str):
+        self.label = label
+        self.measure = measure
+        self.search = search
+
+    @property
+    def is_comflp(self) -> bool:
+        return self.label.startswith("comflp_")
+
+    @property
+    def reads_states(self) -> bool:
+        return self.search not in ("glp", "drop_last", "random")
+
+    def tag(self, k: int) -> str:
+        return f"{self.measure}_{self.search}_prune{k}"
+
+
+def build_methods(measures: Sequence[str], searches: Sequence[str], baselines: Sequence[str]) -> List[Method]:
+    methods = [Method(f"comflp_{s}_{m}", m, s) for m in measures for s in searches]
+    methods += [Method(b, BASELINE_MEASURE[b], b) for b in baselines]
+    return methods
+
+
+# ------------------------------------------------------------------------ small helpers
+def write_text_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def read_json(path: Path, default=None):
+    if not path.is_file():
+        return default
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def write_json(path: Path, obj) -> None:
+    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def recipe_env(threads: Optional[int]) -> Dict[str, str]:
+    env = dict(os.environ)
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
+    return env
+
+
+def run_recipe(recipe_dir: Path, args: List[str], log_path: Path, env: Dict[str, str]) -> Tuple[int, float]:
+    """Run ./run.sh ARGS in the recipe directory; (exit status, wall seconds)."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    cmd = ["./run.sh"] + args
+    logging.info(f"({recipe_dir}) {' '.join(shlex.quote(a) for a in cmd)}  log: {log_path}")
+    start = time.time()
+    with open(log_path, "w", encoding="utf-8") as log:
+        proc = subprocess.run(cmd, cwd=recipe_dir, stdout=log, stderr=subprocess.STDOUT, env=env)
+    seconds = time.time() - start
+    if proc.returncode != 0:
+        with open(log_path, encoding="utf-8", errors="replace") as f:
+            tail = f.readlines()[-15:]
+        logging.error(f"run.sh failed (exit {proc.returncode}); last lines of {log_path}:\n{''.join(tail)}")
+    return proc.returncode, seconds
+
+
+def shell_python(recipe_dir: Path) -> List[str]:
+    """The recipe's Python, as path.sh sets it up."""
+    return ["bash", "-c", '. ./path.sh && exec python "$@"', "python"]
+
+
+# ------------------------------------------------------------------------ the benchmark
+class Benchmark:
+    def __init__(self, args):
+        self.args = args
+        self.recipe_dir = args.recipe_dir.resolve()
+        self.asr_exp = args.asr_exp
+        if self.asr_exp is None:
+            self.asr_exp = self.find_asr_exp()
+        self.comflp_dir = Path(self.asr_exp) / "comflp"
+        self.out = (args.output_dir or (self.recipe_dir / self.comflp_dir / "benchmark")).resolve()
+        self.methods = build_methods(args.measures, args.searches, args.baselines)
+        self.env = recipe_env(args.threads)
+        self.runs_path = self.out / "runs.json"
+        self.runs = read_json(self.runs_path, {})
+
+    def find_asr_exp(self) -> str:
+        exps = sorted(
+            p for p in (self.recipe_dir / "exp").glob("asr_*")
+            if not p.name.startswith("asr_stats") and (p / "config.yaml").is_file()
+        )
+        if len(exps) != 1:
+            sys.exit(
+                f"compare_methods: found {len(exps)} trained experiments in {self.recipe_dir}/exp "
+                f"({', '.join(p.name for p in exps) or 'none'}); name one with --asr_exp exp/<dir>"
+            )
+        return f"exp/{exps[0].name}"
+
+    # paths relative to the recipe directory (as the recipe writes them)
+    def rpath(self, rel) -> Path:
+        return self.recipe_dir / rel
+
+    def tag_dir(self, method: Method, k: int) -> Path:
+        return self.rpath(self.comflp_dir / method.tag(k))
+
+    def base_args(self) -> List[str]:
+        return ["--asr_exp", str(self.asr_exp)] + shlex.split(self.args.run_args)
+
+    def record_run(self, key: str, rc: int, seconds: float) -> None:
+        self.runs[key] = {"rc": rc, "seconds": round(seconds, 3), "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        write_json(self.runs_path, self.runs)
+
+    # ---- step: search
+    def step_search(self) -> None:
+        # Stage 14 once; its time is recorded only when it really dumped the states.
+        existed = self.rpath(self.comflp_dir / "states" / "states_info.yaml").is_file()
+        rc, sec = run_recipe(self.recipe_dir, ["--stage", "14", "--stop_stage", "14"] + self.base_args(),
+                             self.out / "logs" / "stage14.log", self.env)
+        if rc != 0:
+            sys.exit("compare_methods: stage 14 failed; see the log above")
+        if not existed:
+            self.record_run("states", rc, sec)
+        for k in self.args.num_prune:
+            for method in self.methods:
+                if self.deadline_passed():
+                    logging.warning("--deadline reached: stopping the searches here")
+                    return
+                key = f"search/{method.tag(k)}"
+                winner = self.tag_dir(method, k) / "scores" / "winner"
+                if winner.is_file() and key in self.runs and self.runs[key]["rc"] == 0:
+                    continue
+                rc, sec = run_recipe(
+                    self.recipe_dir,
+                    ["--stage", "15", "--stop_stage", "18", "--comflp_measure", method.measure,
+                     "--comflp_search", method.search, "--comflp_num_prune", str(k),
+                     "--comflp_tag", method.tag(k)] + self.base_args(),
+                    self.out / "logs" / f"search_{method.tag(k)}.log", self.env,
+                )
+                if key not in self.runs or rc == 0:
+                    self.record_run(key, rc, sec)
+                self.step_report(quiet=True)
+
+    def deadline_passed(self) -> bool:
+        return self.args.deadline is not None and time.time() > self.args.deadline
+
+    # ---- decoding of test sets (steps test and finetune)
+    def test_data_dir(self, dset: str) -> Path:
+        for rel in (f"{self.args.dumpdir}/raw/org/{dset}", f"{self.args.dumpdir}/raw/{dset}"):
+            if (self.rpath(rel) / "wav.scp").is_file():
+                return Path(rel)
+        sys.exit(f"compare_methods: test set {dset} not found under {self.recipe_dir}/{self.args.dumpdir}/raw[/org]")
+
+    def original_model(self) -> Tuple[str, str]:
+        return (f"{self.asr_exp}/config.yaml", f"{self.asr_exp}/{self.args.inference_asr_model}")
+
+    def winner_entry(self, method: Method, k: int) -> Optional[Dict[str, Any]]:
+        tag_dir = self.tag_dir(method, k)
+        winner_file = tag_dir / "scores" / "winner"
+        if not winner_file.is_file():
+            return None
+        name = winner_file.read_text().strip()
+        cand = tag_dir / "candidates" / name
+        prune = yaml.safe_load((cand / "prune.yaml").read_text())
+        removed = sorted(prune["pruned_encoder_layers"])
+        rel = cand.relative_to(self.recipe_dir)
+        return {
+            "candidate": name,
+            "removed": removed,
+            "model_name": f"k{k}_rm" + "_".join(f"{x:02d}" for x in removed),
+            "config": f"{rel}/config.yaml",
+            "model": f"{rel}/{self.args.inference_asr_model}",
+        }
+
+    def finetuned_entry(self, method: Method, k: int) -> Optional[Dict[str, Any]]:
+        ft = self.tag_dir(method, k) / "finetune"
+        if not (ft / self.args.inference_asr_model).is_file():
+            return None
+        rel = ft.relative_to(self.recipe_dir)
+        return {
+            "model_name": f"ft_{method.tag(k)}",
+            "config": f"{rel}/config.yaml",
+            "model": f"{rel}/{self.args.inference_asr_model}",
+        }
+
+    def decode_and_score(self, models: Dict[str, Tuple[str, str]]) -> None:
+        """Decode MODELS (name -> (config, model)) on every test set; score them all."""
+        for dset in self.args.test_sets:
+            data = self.test_data_dir(dset)
+            work = self.out / "test_decode" / dset
+            logdir = work / "logdir"
+            logdir.mkdir(parents=True, exist_ok=True)
+            keys = [line.split(maxsplit=1)[0] for line in open(self.rpath(data / "wav.scp"), encoding="utf-8") if line.strip()]
+            nj = max(1, min(self.args.inference_nj, len(keys)))
+            for j in range(nj):
+                write_text_atomic(logdir / f"keys.{j + 1}.scp",
+                                  "".join(f"{key} {key}\n" for key in keys[j::nj]))
+            # Every model decoded so far stays listed, so the outputs of a job stay complete.
+            scp_path = work / "models.scp"
+            listed: Dict[str, Tuple[str, str]] = {}
+            if scp_path.is_file():
+                for line in scp_path.read_text().splitlines():
+                    if line.strip():
+                        name, conf, mdl = line.split()
+                        listed[name] = (conf, mdl)
+            listed.update(models)
+            write_text_atomic(scp_path, "".join(f"{n} {c} {m}\n" for n, (c, m) in sorted(listed.items())))
+            logging.info(f"Decoding {len(listed)} model(s) on {data} in {nj} job(s) (finished ones are kept)")
+            procs = []
+            start = time.time()
+            for j in range(1, nj + 1):
+                cmd = shell_python(self.recipe_dir) + [
+                    "-m", "comflp_espnet.bin.comflp_decode",
+                    "--models_scp", str(scp_path),
+                    "--data_path_and_name_and_type", f"{data}/wav.scp,speech,sound",
+                    "--key_file", str(logdir / f"keys.{j}.scp"),
+                    "--output_dir", str(logdir / f"output.{j}"),
+                    "--ngpu", str(1 if self.args.gpu_inference else 0),
+                    "--config", self.args.inference_config,
+                ]
+                log = open(logdir / f"decode.{j}.log", "w", encoding="utf-8")
+                procs.append((subprocess.Popen(cmd, cwd=self.recipe_dir, stdout=log, stderr=subprocess.STDOUT, env=self.env), log))
+            failed = False
+            for proc, log in procs:
+                failed |= proc.wait() != 0
+                log.close()
+            if failed:
+                sys.exit(f"compare_methods: decoding failed; logs: {logdir}/decode.*.log")
+            logging.info(f"Decoded {dset} in {time.time() - start:.0f} s")
+            hyp = work / "hyp"
+            for name in listed:
+                for f in ("text", "decode_time", "num_utts"):
+                    parts = []
+                    for j in range(1, nj + 1):
+                        p = logdir / f"output.{j}" / name / f
+                        parts.append(p.read_text() if p.is_file() else "")
+                    text = "".join(parts)
+                    if f == "text":
+                        text = "".join(sorted(text.splitlines(keepends=True)))
+                    write_text_atomic(hyp / name / f, text)
+            cmd = shell_python(self.recipe_dir) + [
+                "-m", "comflp_espnet.bin.comflp_score",
+                "--ref", f"{data}/text",
+                "--hyp_dir", str(hyp),
+                "--token_type", "char",
+                "--label_prefix", f"{dset}/",
+                "--output_dir", str(work / "score"),
+            ]
+            if subprocess.run(cmd, cwd=self.recipe_dir, env=self.env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE).returncode != 0:
+                sys.exit(f"compare_methods: scoring {work} failed")
+
+    # ---- step: test
+    def step_test(self) -> None:
+        models = {ORIGINAL: self.original_model()}
+        for k in self.args.num_prune:
+            for method in self.methods:
+                entry = self.winner_entry(method, k)
+                if entry:
+                    models[entry["model_name"]] = (entry["config"], entry["model"])
+        self.decode_and_score(models)
+
+    # ---- step: finetune
+    def finetune_methods(self) -> List[Tuple[Method, int]]:
+        chosen = []
+        wanted = self.args.finetune
+        for k in self.args.num_prune:
+            for method in self.methods:
+                if "all" in wanted or method.label in wanted or f"{method.label}@{k}" in wanted:
+                    chosen.append((method, k))
+        return chosen
+
+    def step_finetune(self) -> None:
+        models = {}
+        for method, k in self.finetune_methods():
+            if self.deadline_passed():
+                logging.warning("--deadline reached: no further fine-tuning")
+                break
+            if self.winner_entry(method, k) is None:
+                logging.warning(f"{method.tag(k)}: no search result; not fine-tuned")
+                continue
+            key = f"finetune/{method.tag(k)}"
+            if self.finetuned_entry(method, k) is None or key not in self.runs:
+                rc, sec = run_recipe(
+                    self.recipe_dir,
+                    ["--stage", "19", "--stop_stage", "19", "--comflp_finetune", "true",
+                     "--comflp_measure", method.measure, "--comflp_search", method.search,
+                     "--comflp_num_prune", str(k), "--comflp_tag", method.tag(k)] + self.base_args(),
+                    self.out / "logs" / f"finetune_{method.tag(k)}.log", self.env,
+                )
+                self.record_run(key, rc, sec)
+            entry = self.finetuned_entry(method, k)
+            if entry:
+                models[entry["model_name"]] = (entry["config"], entry["model"])
+        if models:
+            self.decode_and_score(models)
+
+    # ---- step: report
+    def test_cer(self, dset: str, name: str) -> Optional[float]:
+        scores = read_json(self.out / "test_decode" / dset / "score" / "scores.json")
+        if not scores or name not in scores.get("models", {}):
+            return None
+        return scores["models"][name]["cer"]["error_rate"]
+
+    def search_cost(self, method: Method, k: int) -> Dict[str, Any]:
+        tag_dir = self.tag_dir(method, k)
+        cost = read_json(tag_dir / "search_cost.json")
+        if cost and cost.get("search_seconds") is not None:
+            return {"decodes": cost.get("search_decodes"), "seconds": cost["search_seconds"],
+                    "source": "search_cost.json", "parts": cost.get("seconds")}
+        run = self.runs.get(f"search/{method.tag(k)}")
+        if run is None or run["rc"] != 0:
+            return {"decodes": None, "seconds": None, "source": None}
+        seconds = run["seconds"]
+        if method.reads_states and "states" in self.runs:
+            seconds += self.runs["states"]["seconds"]
+        scp = tag_dir / "candidates" / "models.scp"
+        decodes = None
+        if scp.is_file():
+            decodes = sum(1 for line in scp.read_text().splitlines() if line.strip() and line.split()[0] != ORIGINAL)
+        return {"decodes": decodes, "seconds": round(seconds, 3), "source": "driver wall time"}
+
+    def collect(self) -> Dict[str, Any]:
+        rows = []
+        for k in self.args.num_prune:
+            for method in self.methods:
+                entry = self.winner_entry(method, k)
+                row: Dict[str, Any] = {"method": method.label, "tag": method.tag(k), "num_prune": k,
+                                       "comflp": method.is_comflp}
+                if entry is None:
+                    row["status"] = "not run"
+                    rows.append(row)
+                    continue
+                row["status"] = "done"
+                row["removed"] = entry["removed"]
+                ranking = read_json(self.tag_dir(method, k) / "scores" / "ranking.json", {})
+                for r in ranking.get("ranking", []):
+                    if r.get("name") == entry["candidate"]:
+                        row["fine_cer"] = r.get("cer")
+                    if r.get("name") == ORIGINAL:
+                        row["fine_cer_original"] = r.get("cer")
+                for dset in self.args.test_sets:
+                    row[f"cer_{dset}"] = self.test_cer(dset, entry["model_name"])
+                    ft = self.finetuned_entry(method, k)
+                    row[f"cer_ft_{dset}"] = self.test_cer(dset, ft["model_name"]) if ft else None
+                row.update({f"search_{key}": v for key, v in self.search_cost(method, k).items() if key != "parts"})
+                ft_run = self.runs.get(f"finetune/{method.tag(k)}")
+                row["finetune_seconds"] = ft_run["seconds"] if ft_run else None
+                rows.append(row)
+        # ratio of every search's time to glp's at the same k
+        for row in rows:
+            glp = next((r for r in rows if r["method"] == "glp" and r["num_prune"] == row["num_prune"]), None)
+            if glp and glp.get("search_seconds") and row.get("search_seconds") is not None:
+                row["ratio_to_glp"] = row["search_seconds"] / glp["search_seconds"]
+        original = {dset: self.test_cer(dset, ORIGINAL) for dset in self.args.test_sets}
+        return {"asr_exp": str(self.asr_exp), "recipe_dir": str(self.recipe_dir), "test_sets": self.args.test_sets,
+                "num_layers": self.num_layers(), "original_cer": original, "rows": rows,
+                "settings": self.settings()}
+
+    def num_layers(self) -> Optional[int]:
+        conf = self.rpath(f"{self.asr_exp}/config.yaml")
+        if not conf.is_file():
+            return None
+        return (yaml.safe_load(conf.read_text()).get("encoder_conf") or {}).get("num_blocks")
+
+    def settings(self) -> Dict[str, Any]:
+        fine = self.rpath(self.comflp_dir / "fine" / "text")
+        calib = self.rpath(self.comflp_dir / "calib" / "text")
+        count = lambda p: sum(1 for _ in open(p, encoding="utf-8")) if p.is_file() else None  # noqa: E731
+        return {"run_args": self.args.run_args, "fine_search_utts": count(fine), "calibration_utts": count(calib),
+                "test_utts": {d: count(self.rpath(self.test_data_dir(d) / "text")) for d in self.args.test_sets},
+                "finetune": self.args.finetune, "inference_config": self.args.inference_config,
+                "cpu_count": os.cpu_count(), "stage14_seconds": (self.runs.get("states") or {}).get("seconds")}
+
+    def step_report(self, quiet: bool = False) -> None:
+        data = self.collect()
+        write_json(self.out / "benchmark.json", data)
+        write_text_atomic(self.out / "benchmark.md", render_markdown(data))
+        try:
+            plot(data, self.out / "benchmark.png")
+        except Exception as e:  # a missing plot must not lose the tables
+            logging.warning(f"plot not written: {e}")
+        if not quiet:
+            logging.info(f"Report: {self.out / 'benchmark.md'}, {self.out / 'benchmark.png'}")
+
+
+# ------------------------------------------------------------------------ rendering
+def fmt(value, spec=".1f") -> str:
+    if value is None:
+        return "-"
+    return format(value, spec)
+
+
+def render_markdown(data: Dict[str, Any]) -> str:
+    sets = data["test_sets"]
+    s = data["settings"]
+    lines = [
+        "# Layer-pruning benchmark",
+        "",
+        f"Model: `{data['asr_exp']}` ({data['num_layers']} encoder layers), recipe `{data['recipe_dir']}`.",
+        f"Unpruned CER: " + ", ".join(f"{d} {fmt(data['original_cer'].get(d))}" for d in sets) + ".",
+        f"Fine search on {s['fine_search_utts']} utterances, states from {s['calibration_utts']} calibration "
+        f"utterances, test sets " + ", ".join(f"{d} ({s['test_utts'].get(d)} utts)" for d in sets) + ".",
+        f"Recipe options: `{s['run_args'] or '(run.sh defaults)'}`; fine-tuned: {', '.join(s['finetune']) or 'none'}.",
+        "",
+        "CER in %. `fine` = CER of the winner on the fine-search set; `ft` = after the common fine-tune; "
+        "decodes = pruned models decoded on the fine-search set to choose the winner; search s = wall time of "
+        "the search (states + matrix + coarse + fine search; glp: its greedy loop); ratio = search s / glp's.",
+        "",
+    ]
+    header = (["k", "method", "layers removed", "fine"] + [f"{d}" for d in sets] + [f"{d} ft" for d in sets]
+              + ["decodes", "search s", "ratio to glp", "status"])
+    lines.append("| " + " | ".join(header) + " |")
+    lines.append("|" + "|".join("---" for _ in header) + "|")
+    for row in data["rows"]:
+        cells = [str(row["num_prune"]), row["method"], ",".join(map(str, row.get("removed", []))) or "-",
+                 fmt(row.get("fine_cer"))]
+        cells += [fmt(row.get(f"cer_{d}")) for d in sets]
+        cells += [fmt(row.get(f"cer_ft_{d}")) for d in sets]
+        cells += [fmt(row.get("search_decodes"), "d") if row.get("search_decodes") is not None else "-",
+                  fmt(row.get("search_seconds"), ".0f"), fmt(row.get("ratio_to_glp"), ".2f"), row["status"]]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "## Summary (computed from the table)", ""]
+    lines += summary_lines(data)
+    return "\n".join(lines) + "\n"
+
+
+def mean(values: List[float]) -> Optional[float]:
+    values = [v for v in values if v is not None]
+    return sum(values) / len(values) if values else None
+
+
+def summary_lines(data: Dict[str, Any]) -> List[str]:
+    rows = [r for r in data["rows"] if r["status"] == "done"]
+    out = []
+    dset = data["test_sets"][-1]
+    for k in sorted({r["num_prune"] for r in rows}):
+        at_k = [r for r in rows if r["num_prune"] == k]
+        glp = next((r for r in at_k if r["method"] == "glp"), None)
+        comflp = [r for r in at_k if r["comflp"]]
+        if glp and comflp:
+            ratios = [r.get("ratio_to_glp") for r in comflp if r.get("ratio_to_glp") is not None]
+            if ratios:
+                out.append(f"- k={k}: CoMFLP search time / glp's: {min(ratios):.2f} to {max(ratios):.2f} "
+                           f"({len(ratios)} CoMFLP settings; target <= 0.20).")
+            for which in ("fine_cer", f"cer_{dset}"):
+                gv = glp.get(which)
+                cv = [(r.get(which), r["method"]) for r in comflp if r.get(which) is not None]
+                if gv is not None and cv:
+                    best = min(cv)
+                    out.append(f"- k={k}, {'fine-search set' if which == 'fine_cer' else dset}: best CoMFLP "
+                               f"winner {best[0]:.1f} ({best[1]}), mean over CoMFLP settings "
+                               f"{mean([v for v, _ in cv]):.1f}, glp {gv:.1f} (gap of the mean: "
+                               f"{mean([v for v, _ in cv]) - gv:+.1f} points).")
+    key = f"cer_{dset}"
+    comflp_mean = mean([r.get(key) for r in rows if r["comflp"]])
+    if comflp_mean is not None:
+        parts = [f"CoMFLP (all settings) {comflp_mean:.1f}"]
+        for b in BASELINES:
+            m = mean([r.get(key) for r in rows if r["method"] == b])
+            if m is not None:
+                parts.append(f"{b} {m:.1f}")
+        out.append(f"- Mean {dset} CER before fine-tuning over the k values run: " + ", ".join(parts) + ".")
+    return out or ["- (no finished method yet)"]
+
+
+def plot(data: Dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sets = data["test_sets"]
+    dset = sets[-1]
+    L = data["num_layers"]
+    rows = [r for r in data["rows"] if r["status"] == "done"]
+    labels = list(dict.fromkeys(r["method"] for r in rows))
+    palette = plt.get_cmap("tab20").colors
+    color = {label: palette[i % len(palette)] for i, label in enumerate(labels)}
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), sharey=True)
+    for ax, key, title in ((axes[0], f"cer_{dset}", f"{dset}: before fine-tuning"),
+                           (axes[1], f"cer_ft_{dset}", f"{dset}: after fine-tuning")):
+        for label in labels:
+            pts = sorted((L - r["num_prune"], r[key]) for r in rows if r["method"] == label and r.get(key) is not None)
+            if data["original_cer"].get(dset) is not None and pts:
+                pts.append((L, data["original_cer"][dset]))
+            if pts:
+                xs, ys = zip(*sorted(pts))
+                style = "-o" if label.startswith("comflp_") else "--s"
+                ax.plot(xs, ys, style, label=label, markersize=4, color=color[label])
+        ax.set_title(title)
+        ax.set_xlabel("encoder layers kept")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("CER (%)")
+    handles, names = axes[0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="center right", fontsize=8)
+    fig.tight_layout(rect=(0, 0, 0.83, 1))
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+# ------------------------------------------------------------------------ CLI
+def get_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--recipe_dir", type=Path, default=Path("egs2/an4_synth/asr1_comflp"),
+                   help="recipe with run.sh whose model (stage 11) is trained")
+    p.add_argument("--asr_exp", default=None, help="experiment dir relative to the recipe (default: the only exp/asr_*)")
+    p.add_argument("--output_dir", type=Path, default=None, help="default: <recipe>/<asr_exp>/comflp/benchmark")
+    p.add_argument("--steps", nargs="+", default=list(STEPS), choices=STEPS)
+    p.add_argument("--num_prune", type=int, nargs="+", default=None,
+                   help="layers removed (default: L/4 and L/2 of the trained encoder)")
+    p.add_argument("--measures", nargs="+", default=list(COMFLP_MEASURES), choices=COMFLP_MEASURES)
+    p.add_argument("--searches", nargs="+", default=list(COMFLP_SEARCHES), choices=COMFLP_SEARCHES)
+    p.add_argument("--baselines", nargs="*", default=list(BASELINES), choices=BASELINES)
+    p.add_argument("--finetune", nargs="*", default=["all"],
+                   help="methods to fine-tune: 'all', labels (e.g. comflp_dp_dc glp) or label@k; none: empty")
+    p.add_argument("--test_sets", nargs="+", default=["dev", "test"])
+    p.add_argument("--run_args", default="", help="extra run.sh options for every call (quoted)")
+    p.add_argument("--inference_config", default="conf/decode_asr.yaml", help="decoding config of the test decodes")
+    p.add_argument("--inference_asr_model", default="valid.acc.ave.pth")
+    p.add_argument("--inference_nj", type=int, default=2, help="parallel test-decoding jobs")
+    p.add_argument("--gpu_inference", action="store_true", help="decode the test sets on a GPU")
+    p.add_argument("--dumpdir", default="dump")
+    p.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS of the recipe's processes")
+    p.add_argument("--deadline", default=None,
+                   help="UTC time HH:MM after which no new search or fine-tune starts (a partial report is written)")
+    p.add_argument("--log_level", default="INFO")
+    return p
+
+
+def parse_deadline(value: Optional[str]) -> Optional[float]:
+    if value is None:
+        return None
+    hh, mm = map(int, value.split(":"))
+    now = time.gmtime()
+    target = calendar.timegm((now.tm_year, now.tm_mon, now.tm_mday, hh, mm, 0, 0, 0, 0))
+    if target < time.time() - 12 * 3600:
+        target += 24 * 3600
+    elif target > time.time() + 12 * 3600:
+        target -= 24 * 3600
+    return target
+
+
+def main(cmd=None):
+    parser = get_parser()
+    args = parser.parse_args(cmd)
+    logging.basicConfig(level=args.log_level.upper(), format=LOG_FORMAT)
+    if not (args.recipe_dir / "run.sh").is_file():
+        parser.error(f"--recipe_dir {args.recipe_dir}: no run.sh there")
+    try:
+        args.deadline = parse_deadline(args.deadline)
+    except ValueError:
+        parser.error(f"--deadline {args.deadline}: expected HH:MM (UTC)")
+    if args.finetune == ["none"]:
+        args.finetune = []
+    bench = Benchmark(args)
+    if args.num_prune is None:
+        L = bench.num_layers()
+        if not L:
+            parser.error(f"{bench.recipe_dir}/{bench.asr_exp}/config.yaml not found: train the model first or give --num_prune")
+        args.num_prune = sorted({max(1, L // 4), max(1, L // 2)})
+    logging.info(f"Methods: {', '.join(m.label for m in bench.methods)}; k = {args.num_prune}; output {bench.out}")
+    for step in STEPS:
+        if step in args.steps:
+            getattr(bench, f"step_{step}")()
+    bench.step_report()
+
+
+if __name__ == "__main__":
+    main()
