@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Helpers shared by asr_comflp.sh and asr_minimal.sh (sourced, not run).  Functions that read
+# Helpers shared by asr_comflp.sh, asr_minimal.sh and the recipes' local/data.sh (sourced, not run).  Functions that read
 # the scripts' options (stage, dumpdir, asr_config, ...) say so.
 
 # Progress line in the format of ESPnet's asr.sh: "<date> (<file>:<line>:<function>) message".
@@ -273,4 +273,30 @@ write_elapsed() {
     mkdir -p "$(dirname "$1")"
     elapsed_since "$2" > "$1.tmp"
     mv "$1.tmp" "$1"
+}
+
+# Path of the mini_an4 tarball (ESPnet's CI data; its noise/ and rirs/ also serve an4_synth): $1 when
+# given, else ESPnet's copy ($ESPNET_ROOT, or egs2/mini_an4/asr1 beside the recipe $2), else the
+# shared data beside the plugin root $3.  Prints the path; says what it looked for and fails otherwise.
+find_mini_an4_tarball() {
+    local explicit=$1 recipe_dir=$2 plugin_root=$3 c
+    if [ -n "${explicit}" ]; then
+        [ -f "${explicit}" ] || { log "Error: --mini_an4_tarball ${explicit}: no such file" >&2; return 1; }
+        echo "${explicit}"
+        return 0
+    fi
+    local candidates=()
+    [ -n "${ESPNET_ROOT:-}" ] && candidates+=("${ESPNET_ROOT}/egs2/mini_an4/asr1/downloads.tar.gz")
+    candidates+=("${recipe_dir}/../../mini_an4/asr1/downloads.tar.gz"
+                 "${plugin_root}/../shared/data/mini_an4/downloads.tar.gz")
+    for c in "${candidates[@]}"; do
+        if [ -f "${c}" ]; then
+            echo "${c}"
+            return 0
+        fi
+    done
+    log "Error: the mini_an4 tarball was not found; looked for: ${candidates[*]}." \
+        "Pass --local_data_opts '--mini_an4_tarball /path/to/downloads.tar.gz'" \
+        "(ESPnet ships it as egs2/mini_an4/asr1/downloads.tar.gz)" >&2
+    return 1
 }

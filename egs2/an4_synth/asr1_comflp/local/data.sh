@@ -59,6 +59,7 @@ recipe_dir=$PWD
 script_dir=$(cd "$(dirname "$(readlink -f "$0")")" && pwd)
 plugin_root=$(cd "${script_dir}/../../../.." && pwd)
 . "${plugin_root}/egs2/TEMPLATE/asr1_comflp/scripts/parse_options.sh"
+. "${plugin_root}/egs2/TEMPLATE/asr1_comflp/scripts/common.sh"
 
 if [ $# -ne 0 ]; then
     log "${help_message}"
@@ -80,32 +81,11 @@ if "${augment}"; then
         augment_opts+=(--rir_dir "${rir_dir}")
     fi
     if [ -z "${noise_dir}" ] || [ -z "${rir_dir}" ]; then
-        candidates=()
-        [ -n "${mini_an4_tarball}" ] && candidates+=("${mini_an4_tarball}")
-        [ -n "${ESPNET_ROOT:-}" ] && candidates+=("${ESPNET_ROOT}/egs2/mini_an4/asr1/downloads.tar.gz")
-        candidates+=(
-            "${recipe_dir}/../../mini_an4/asr1/downloads.tar.gz"
-            "${plugin_root}/../shared/data/mini_an4/downloads.tar.gz"
-        )
-        tarball=
-        for c in "${candidates[@]}"; do
-            if [ -f "${c}" ]; then
-                tarball=${c}
-                break
-            fi
-            if [ -n "${mini_an4_tarball}" ] && [ "${c}" = "${mini_an4_tarball}" ]; then
-                log "Error: --mini_an4_tarball ${mini_an4_tarball}: no such file"
-                exit 1
-            fi
-        done
-        if [ -z "${tarball}" ]; then
-            log "Error: the mini_an4 tarball (noise and room impulse responses) was not found;" \
-                "looked for: ${candidates[*]}." \
-                "Pass --local_data_opts '--mini_an4_tarball /path/to/downloads.tar.gz'" \
-                "(ESPnet ships it as egs2/mini_an4/asr1/downloads.tar.gz), or --noise_dir and" \
-                "--rir_dir, or --augment false for clean speech"
+        tarball=$(find_mini_an4_tarball "${mini_an4_tarball}" "${recipe_dir}" "${plugin_root}") || {
+            log "It provides the noise and room impulse responses: or pass --noise_dir and --rir_dir," \
+                "or --augment false for clean speech"
             exit 1
-        fi
+        }
         log "Noise and room impulse responses from ${tarball}"
         augment_opts+=(--noise_tarball "${tarball}")
     fi

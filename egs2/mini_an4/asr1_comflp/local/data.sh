@@ -30,6 +30,7 @@ log "$0 $*"
 recipe_dir=$PWD
 plugin_root=$(cd "$(dirname "$(readlink -f "$0")")/../../../.." && pwd)
 . "${plugin_root}/egs2/TEMPLATE/asr1_comflp/scripts/parse_options.sh"
+. "${plugin_root}/egs2/TEMPLATE/asr1_comflp/scripts/common.sh"
 
 if [ $# -ne 0 ]; then
     log "${help_message}"
@@ -50,26 +51,7 @@ if "${complete}"; then
 fi
 
 if [ ! -f downloads/an4/etc/an4_train.transcription ]; then
-    candidates=()
-    [ -n "${mini_an4_tarball}" ] && candidates+=("${mini_an4_tarball}")
-    [ -n "${ESPNET_ROOT:-}" ] && candidates+=("${ESPNET_ROOT}/egs2/mini_an4/asr1/downloads.tar.gz")
-    candidates+=("${recipe_dir}/../asr1/downloads.tar.gz" "${plugin_root}/../shared/data/mini_an4/downloads.tar.gz")
-    tarball=
-    for c in "${candidates[@]}"; do
-        if [ -f "${c}" ]; then
-            tarball=${c}
-            break
-        fi
-        if [ -n "${mini_an4_tarball}" ] && [ "${c}" = "${mini_an4_tarball}" ]; then
-            log "Error: --mini_an4_tarball ${mini_an4_tarball}: no such file"
-            exit 1
-        fi
-    done
-    if [ -z "${tarball}" ]; then
-        log "Error: the mini_an4 tarball was not found; looked for: ${candidates[*]}." \
-            "Pass --local_data_opts '--mini_an4_tarball /path/to/downloads.tar.gz' (ESPnet ships it as egs2/mini_an4/asr1/downloads.tar.gz)"
-        exit 1
-    fi
+    tarball=$(find_mini_an4_tarball "${mini_an4_tarball}" "${recipe_dir}" "${plugin_root}") || exit 1
     log "Unpacking ${tarball} into downloads/"
     tar -xzf "${tarball}"
     if [ ! -f downloads/an4/etc/an4_train.transcription ]; then
