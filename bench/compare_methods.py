@@ -58,6 +58,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import yaml
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+from comflp_espnet import bootstrap, scoring  # noqa: E402
+
 LOG_FORMAT = "%(asctime)s (%(module)s:%(lineno)d) %(levelname)s: %(message)s"
 STEPS = ("search", "test", "finetune", "report")
 COMFLP_MEASURES = ("dc", "svcca", "cka")
@@ -67,6 +70,10 @@ BASELINES = ("glp", "drop_last", "random", "bi", "angular")
 # none, and are given dc only because the stage script needs some --comflp_measure.
 BASELINE_MEASURE = {"glp": "dc", "drop_last": "dc", "random": "dc", "bi": "cosine", "angular": "angular"}
 ORIGINAL = "original"
+# The unpruned model given the same fine-tune as the winners: the fair reference of the "ft" columns.
+REFERENCE_TAG = "unpruned_reference"
+REFERENCE_LABEL = "unpruned"
+BOOTSTRAP_SAMPLES = 1000
 
 
 class Method:
@@ -249,15 +256,62 @@ class Benchmark:
         }
 
     def finetuned_entry(self, method: Method, k: int) -> Optional[Dict[str, Any]]:
+        """The fine-tuned winner of (method, k): its own, or that of a method with the same winner."""
         ft = self.tag_dir(method, k) / "finetune"
         if not (ft / self.args.inference_asr_model).is_file():
-            return None
+            ft = self.twin_finetune(method, k)
+            if ft is None:
+                return None
+        return self.finetune_model(ft)
+
+    def finetune_model(self, ft: Path) -> Dict[str, Any]:
         rel = ft.relative_to(self.recipe_dir)
         return {
-            "model_name": f"ft_{method.tag(k)}",
+            "model_name": f"ft_{ft.parent.name}",
             "config": f"{rel}/config.yaml",
             "model": f"{rel}/{self.args.inference_asr_model}",
         }
+
+    def twin_finetune(self, method: Method, k: int) -> Optional[Path]:
+        """A finished fine-tune of another method whose winner removed the same layers.
+
+        Fine-tuning depends only on the winner's weights and the common overlay, so a winner
+        chosen by several methods is fine-tuned once and shared, like its test decodes."""
+        entry = self.winner_entry(method, k)
+        if entry is None:
+            return None
+        for other in self.methods:
+            if other is method:
+                continue
+            ft = self.tag_dir(other, k) / "finetune"
+            twin = self.winner_entry(other, k)
+            if twin and twin["removed"] == entry["removed"] and (ft / self.args.inference_asr_model).is_file():
+                return ft
+        return None
+
+    def reference_dir(self) -> Path:
+        return self.rpath(self.comflp_dir / REFERENCE_TAG)
+
+    def reference_finetuned_entry(self) -> Optional[Dict[str, Any]]:
+        ft = self.reference_dir() / "finetune"
+        return self.finetune_model(ft) if (ft / self.args.inference_asr_model).is_file() else None
+
+    def prepare_reference(self) -> None:
+        """A search directory whose winner is the unpruned model, so that stage 19 fine-tunes it
+        exactly as it fine-tunes the pruned winners."""
+        tag_dir = self.reference_dir()
+        cand = tag_dir / "candidates" / REFERENCE_LABEL
+        cand.mkdir(parents=True, exist_ok=True)
+        exp = self.rpath(self.asr_exp)
+        for name in ("config.yaml", self.args.inference_asr_model):
+            link = cand / name
+            if not link.is_symlink():
+                os.symlink(os.path.relpath(exp / name, cand), link)
+        write_text_atomic(cand / "prune.yaml", yaml.safe_dump(
+            {"pruned_encoder_layers": [], "pruned_decoder_layers": [], "comment": "the unpruned model"}))
+        write_text_atomic(tag_dir / "scores" / "winner", f"{REFERENCE_LABEL}\n")
+        if not (tag_dir / "winner").is_symlink():
+            os.symlink(f"candidates/{REFERENCE_LABEL}", tag_dir / "winner")
 
     def decode_and_score(self, models: Dict[str, Tuple[str, str]]) -> None:
         """Decode MODELS (name -> (config, model)) on every test set; score them all."""
@@ -338,36 +392,55 @@ class Benchmark:
 
     # ---- step: finetune
     def finetune_methods(self) -> List[Tuple[Method, int]]:
-        chosen = []
+        """(method, k) of --finetune: with 'all', k by k in table order; otherwise in the order given."""
         wanted = self.args.finetune
-        for k in self.args.num_prune:
-            for method in self.methods:
-                if "all" in wanted or method.label in wanted or f"{method.label}@{k}" in wanted:
+        pairs = [(method, k) for k in self.args.num_prune for method in self.methods]
+        if "all" in wanted:
+            return pairs
+        chosen: List[Tuple[Method, int]] = []
+        for item in wanted:
+            for method, k in pairs:
+                if item in (method.label, f"{method.label}@{k}") and (method, k) not in chosen:
                     chosen.append((method, k))
         return chosen
 
+    def wants_reference(self) -> bool:
+        return "all" in self.args.finetune or REFERENCE_LABEL in self.args.finetune
+
+    def run_finetune(self, key: str, tag: str, extra: List[str]) -> None:
+        rc, sec = run_recipe(
+            self.recipe_dir,
+            ["--stage", "19", "--stop_stage", "19", "--comflp_finetune", "true", "--comflp_tag", tag]
+            + extra + self.base_args(),
+            self.out / "logs" / f"finetune_{tag}.log", self.env,
+        )
+        self.record_run(key, rc, sec)
+
     def step_finetune(self) -> None:
         models = {}
+        if self.wants_reference():
+            if self.reference_finetuned_entry() is None and not self.deadline_passed():
+                self.prepare_reference()
+                self.run_finetune(f"finetune/{REFERENCE_TAG}", REFERENCE_TAG, [])
+            entry = self.reference_finetuned_entry()
+            if entry:
+                models[entry["model_name"]] = (entry["config"], entry["model"])
         for method, k in self.finetune_methods():
-            if self.deadline_passed():
-                logging.warning("--deadline reached: no further fine-tuning")
-                break
             if self.winner_entry(method, k) is None:
                 logging.warning(f"{method.tag(k)}: no search result; not fine-tuned")
                 continue
             key = f"finetune/{method.tag(k)}"
-            if self.finetuned_entry(method, k) is None or key not in self.runs:
-                rc, sec = run_recipe(
-                    self.recipe_dir,
-                    ["--stage", "19", "--stop_stage", "19", "--comflp_finetune", "true",
-                     "--comflp_measure", method.measure, "--comflp_search", method.search,
-                     "--comflp_num_prune", str(k), "--comflp_tag", method.tag(k)] + self.base_args(),
-                    self.out / "logs" / f"finetune_{method.tag(k)}.log", self.env,
-                )
-                self.record_run(key, rc, sec)
+            if self.finetuned_entry(method, k) is None:
+                if self.deadline_passed():
+                    logging.warning("--deadline reached: no further fine-tuning")
+                    break
+                self.run_finetune(key, method.tag(k),
+                                  ["--comflp_measure", method.measure, "--comflp_search", method.search,
+                                   "--comflp_num_prune", str(k)])
             entry = self.finetuned_entry(method, k)
             if entry:
                 models[entry["model_name"]] = (entry["config"], entry["model"])
+            self.step_report(quiet=True)
         if models:
             self.decode_and_score(models)
 
@@ -415,10 +488,10 @@ class Benchmark:
                         row["fine_cer"] = r.get("cer")
                     if r.get("name") == ORIGINAL:
                         row["fine_cer_original"] = r.get("cer")
-                for dset in self.args.test_sets:
-                    row[f"cer_{dset}"] = self.test_cer(dset, entry["model_name"])
-                    ft = self.finetuned_entry(method, k)
-                    row[f"cer_ft_{dset}"] = self.test_cer(dset, ft["model_name"]) if ft else None
+                ft = self.finetuned_entry(method, k)
+                row["model_name"] = entry["model_name"]
+                row["ft_model_name"] = ft["model_name"] if ft else None
+                self.add_test_results(row)
                 row.update({f"search_{key}": v for key, v in self.search_cost(method, k).items() if key != "parts"})
                 ft_run = self.runs.get(f"finetune/{method.tag(k)}")
                 row["finetune_seconds"] = ft_run["seconds"] if ft_run else None
@@ -429,9 +502,71 @@ class Benchmark:
             if glp and glp.get("search_seconds") and row.get("search_seconds") is not None:
                 row["ratio_to_glp"] = row["search_seconds"] / glp["search_seconds"]
         original = {dset: self.test_cer(dset, ORIGINAL) for dset in self.args.test_sets}
+        ref_ft = self.reference_finetuned_entry()
+        reference: Dict[str, Any] = {"method": REFERENCE_LABEL, "num_prune": 0, "removed": [], "comflp": False,
+                                     "status": "reference", "model_name": ORIGINAL,
+                                     "ft_model_name": ref_ft["model_name"] if ref_ft else None}
+        self.add_test_results(reference)
+        ref_run = self.runs.get(f"finetune/{REFERENCE_TAG}")
+        reference["finetune_seconds"] = ref_run["seconds"] if ref_run else None
         return {"asr_exp": str(self.asr_exp), "recipe_dir": str(self.recipe_dir), "test_sets": self.args.test_sets,
-                "num_layers": self.num_layers(), "original_cer": original, "rows": rows,
+                "num_layers": self.num_layers(), "original_cer": original, "reference": reference, "rows": rows,
+                "paired": self.paired_comparisons(rows, reference), "bootstrap_samples": BOOTSTRAP_SAMPLES,
                 "settings": self.settings()}
+
+    def utterance_errors(self, dset: str, name: Optional[str]) -> Optional[Tuple[List[int], List[int]]]:
+        """Character errors and reference lengths per utterance of DSET for the decoded model NAME."""
+        if name is None:
+            return None
+        hyp = self.out / "test_decode" / dset / "hyp" / name / "text"
+        if not hyp.is_file():
+            return None
+        cache = self.__dict__.setdefault("_utt_errors", {})
+        stamp = (dset, name, hyp.stat().st_mtime_ns)
+        if stamp not in cache:
+            refs = scoring.read_kaldi_text(self.rpath(self.test_data_dir(dset) / "text"))
+            scores = scoring.score_texts(refs, scoring.read_kaldi_text(hyp), "char")
+            cache[stamp] = ([s.counts.num_err for s in scores], [s.counts.num_ref for s in scores])
+        return cache[stamp]
+
+    def add_test_results(self, row: Dict[str, Any]) -> None:
+        """CER and its 95 % bootstrap interval on every test set, before and after fine-tuning."""
+        for dset in self.args.test_sets:
+            for prefix, name in (("", row.get("model_name")), ("ft_", row.get("ft_model_name"))):
+                row[f"cer_{prefix}{dset}"] = self.test_cer(dset, name) if name else None
+                counts = self.utterance_errors(dset, name)
+                if counts is not None:
+                    iv = bootstrap.error_rate_interval(*counts, num_samples=BOOTSTRAP_SAMPLES)
+                    row[f"ci_{prefix}{dset}"] = [iv.low, iv.high]
+
+    def paired_comparisons(self, rows: List[Dict[str, Any]], reference: Dict[str, Any]) -> List[Dict[str, Any]]:
+        """Paired bootstrap on the held-out set (difference = first minus second, in CER points):
+        the default CoMFLP setting (the first one) against every baseline at the same k, before and
+        after fine-tuning; and every distinct fine-tuned winner against the fine-tuned unpruned model."""
+        dset = self.args.test_sets[-1]
+        done = [r for r in rows if r.get("status") == "done"]
+        comflp = next((m.label for m in self.methods if m.is_comflp), None)
+        pairs = []
+        for prefix, when in (("", "before"), ("ft_", "after")):
+            for a in (r for r in done if r["method"] == comflp):
+                pairs += [(a, b, prefix, when) for b in done
+                          if b["num_prune"] == a["num_prune"] and not b["comflp"]]
+        seen = set()
+        for a in done:
+            if a.get("ft_model_name") and a["ft_model_name"] not in seen:
+                seen.add(a["ft_model_name"])
+                pairs.append((a, reference, "ft_", "after"))
+        out = []
+        for a, b, prefix, when in pairs:
+            ea = self.utterance_errors(dset, a.get(f"{prefix}model_name"))
+            eb = self.utterance_errors(dset, b.get(f"{prefix}model_name"))
+            if ea is None or eb is None:
+                continue
+            cmp = bootstrap.paired_difference(ea[0], eb[0], ea[1], num_samples=BOOTSTRAP_SAMPLES)
+            out.append({"num_prune": a["num_prune"], "a": a["method"], "b": b["method"], "when": when,
+                        "set": dset, "difference": cmp.difference, "low": cmp.low, "high": cmp.high,
+                        "prob_a_better": cmp.prob_a_better})
+        return out
 
     def num_layers(self) -> Optional[int]:
         conf = self.rpath(f"{self.asr_exp}/config.yaml")
@@ -467,9 +602,15 @@ def fmt(value, spec=".1f") -> str:
     return format(value, spec)
 
 
+def fmt_ci(value) -> str:
+    return "-" if not value else f"{value[0]:.1f}-{value[1]:.1f}"
+
+
 def render_markdown(data: Dict[str, Any]) -> str:
     sets = data["test_sets"]
+    held_out = sets[-1]
     s = data["settings"]
+    ref = data.get("reference") or {}
     lines = [
         "# Layer-pruning benchmark",
         "",
@@ -479,25 +620,46 @@ def render_markdown(data: Dict[str, Any]) -> str:
         f"utterances, test sets " + ", ".join(f"{d} ({s['test_utts'].get(d)} utts)" for d in sets) + ".",
         f"Recipe options: `{s['run_args'] or '(run.sh defaults)'}`; fine-tuned: {', '.join(s['finetune']) or 'none'}.",
         "",
-        "CER in %. `fine` = CER of the winner on the fine-search set; `ft` = after the common fine-tune; "
+        "CER in %. `fine` = CER of the winner on the fine-search set; `ft` = after the common fine-tune "
+        "(methods whose winners removed the same layers share one fine-tuned model); "
+        f"`{held_out} CI` = 95 % bootstrap interval over the {held_out} utterances "
+        f"({data.get('bootstrap_samples')} resamples); "
         "decodes = pruned models decoded on the fine-search set to choose the winner; search s = wall time of "
-        "the search (states + matrix + coarse + fine search; glp: its greedy loop); ratio = search s / glp's.",
+        "the search (states + matrix + coarse + fine search; glp: its greedy loop); ratio = search s / glp's. "
+        "The `unpruned` row is the original model, and the same fine-tune applied to it.",
         "",
     ]
-    header = (["k", "method", "layers removed", "fine"] + [f"{d}" for d in sets] + [f"{d} ft" for d in sets]
+    header = (["k", "method", "layers removed", "fine"] + [f"{d}" for d in sets] + [f"{held_out} CI"]
+              + [f"{d} ft" for d in sets] + [f"{held_out} ft CI"]
               + ["decodes", "search s", "ratio to glp", "status"])
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "|".join("---" for _ in header) + "|")
-    for row in data["rows"]:
+    for row in ([ref] if ref else []) + data["rows"]:
         cells = [str(row["num_prune"]), row["method"], ",".join(map(str, row.get("removed", []))) or "-",
                  fmt(row.get("fine_cer"))]
-        cells += [fmt(row.get(f"cer_{d}")) for d in sets]
-        cells += [fmt(row.get(f"cer_ft_{d}")) for d in sets]
+        cells += [fmt(row.get(f"cer_{d}")) for d in sets] + [fmt_ci(row.get(f"ci_{held_out}"))]
+        cells += [fmt(row.get(f"cer_ft_{d}")) for d in sets] + [fmt_ci(row.get(f"ci_ft_{held_out}"))]
         cells += [fmt(row.get("search_decodes"), "d") if row.get("search_decodes") is not None else "-",
                   fmt(row.get("search_seconds"), ".0f"), fmt(row.get("ratio_to_glp"), ".2f"), row["status"]]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "## Summary (computed from the table)", ""]
     lines += summary_lines(data)
+    paired = data.get("paired") or []
+    if paired:
+        lines += [
+            "",
+            f"## Paired bootstrap on {held_out}",
+            "",
+            "Difference = CER of the first model minus CER of the second, on the same utterances (negative: "
+            "the first is better), with its 95 % interval and the share of resamples in which the first is "
+            "better. An interval that contains 0 means the test set cannot tell the two apart.",
+            "",
+            "| k | first | second | fine-tuned | difference | 95 % interval | P(first better) |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for p in paired:
+            lines.append(f"| {p['num_prune']} | {p['a']} | {p['b']} | {'yes' if p['when'] == 'after' else 'no'} | "
+                         f"{p['difference']:+.1f} | {p['low']:+.1f} to {p['high']:+.1f} | {p['prob_a_better']:.2f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -556,10 +718,14 @@ def plot(data: Dict[str, Any], path: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), sharey=True)
     for ax, key, title in ((axes[0], f"cer_{dset}", f"{dset}: before fine-tuning"),
                            (axes[1], f"cer_ft_{dset}", f"{dset}: after fine-tuning")):
+        # Lines end at the unpruned model (given the same fine-tune in the right panel).
+        unpruned = (data.get("reference") or {}).get(key)
+        if unpruned is None and key == f"cer_{dset}":
+            unpruned = data["original_cer"].get(dset)
         for label in labels:
             pts = sorted((L - r["num_prune"], r[key]) for r in rows if r["method"] == label and r.get(key) is not None)
-            if data["original_cer"].get(dset) is not None and pts:
-                pts.append((L, data["original_cer"][dset]))
+            if unpruned is not None and pts:
+                pts.append((L, unpruned))
             if pts:
                 xs, ys = zip(*sorted(pts))
                 style = "-o" if label.startswith("comflp_") else "--s"

@@ -1,0 +1,121 @@
+"""bench/compare_methods.py on the trained mini_an4 model: searches through the recipe, test
+decodes, fine-tuning of the winners and of the unpruned reference, and the report with its
+bootstrap intervals."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mini_an4_recipe import ASR_EXP, MODEL, ROOT, copy_trained_recipe
+
+pytest_plugins = ["mini_an4_recipe"]
+
+DRIVER = ROOT / "bench" / "compare_methods.py"
+K = 2
+ARGS = ["--num_prune", str(K), "--measures", "dc", "--searches", "dp", "beam",
+        "--baselines", "drop_last", "--test_sets", "train_dev", "test", "--inference_nj", "1"]
+
+
+def run_driver(recipe_dir: Path, *extra):
+    env = dict(os.environ)
+    env.pop("VIRTUAL_ENV", None)
+    env["COMFLP_VENV"] = sys.prefix
+    return subprocess.run([sys.executable, str(DRIVER), "--recipe_dir", str(recipe_dir), *ARGS, *extra],
+                          env=env, capture_output=True, text=True, timeout=1500)
+
+
+@pytest.fixture(scope="module")
+def bench_run(mini_an4_run, tmp_path_factory):
+    d = copy_trained_recipe(mini_an4_run, tmp_path_factory.mktemp("bench"))
+    first = run_driver(d)
+    assert first.returncode == 0, first.stdout[-6000:] + first.stderr[-6000:]
+    out = d / ASR_EXP / "comflp" / "benchmark"
+    runs_before = (out / "runs.json").read_text()
+    second = run_driver(d)
+    assert second.returncode == 0, second.stdout[-6000:] + second.stderr[-6000:]
+    return {"dir": d, "out": out, "data": json.loads((out / "benchmark.json").read_text()),
+            "runs_before": runs_before, "second": second}
+
+
+def rows_by_method(data):
+    return {r["method"]: r for r in data["rows"]}
+
+
+@pytest.mark.recipe
+def test_every_method_ran_and_was_decoded_on_the_test_sets(bench_run):
+    rows = rows_by_method(bench_run["data"])
+    assert set(rows) == {"comflp_dp_dc", "comflp_beam_dc", "drop_last"}
+    for row in rows.values():
+        assert row["status"] == "done"
+        assert len(row["removed"]) == K
+        assert row["search_decodes"] >= 1 and row["search_seconds"] > 0
+        for dset in ("train_dev", "test"):
+            assert 0 <= row[f"cer_{dset}"]
+    assert rows["drop_last"]["removed"] == [11, 12]
+    # A winner's test CER is that of its pruned model, decoded on every test utterance.
+    scores = json.loads((bench_run["out"] / "test_decode" / "test" / "score" / "scores.json").read_text())
+    row = rows["comflp_dp_dc"]
+    assert scores["models"][row["model_name"]]["cer"]["error_rate"] == row["cer_test"]
+    assert scores["models"][row["model_name"]]["missing_hyps"] == []
+
+
+@pytest.mark.recipe
+def test_unpruned_reference_gets_the_same_fine_tune(bench_run):
+    ref = bench_run["data"]["reference"]
+    assert ref["cer_test"] == bench_run["data"]["original_cer"]["test"]
+    assert ref["cer_ft_test"] is not None
+    ft = bench_run["dir"] / ASR_EXP / "comflp" / "unpruned_reference" / "finetune"
+    winner_ft = bench_run["dir"] / ASR_EXP / "comflp" / f"dc_dp_prune{K}" / "finetune"
+    ft_conf = yaml.safe_load((ft / "config.yaml").read_text())
+    winner_conf = yaml.safe_load((winner_ft / "config.yaml").read_text())
+    original = yaml.safe_load((bench_run["dir"] / ASR_EXP / "config.yaml").read_text())
+    assert ft_conf["encoder_conf"]["num_blocks"] == original["encoder_conf"]["num_blocks"] == 12
+    assert winner_conf["encoder_conf"]["num_blocks"] == 12 - K
+    # Same overlay, same schedule: only the depth differs.
+    for key in ("max_epoch", "optim_conf", "scheduler_conf"):
+        assert ft_conf[key] == winner_conf[key]
+    assert yaml.safe_load((ft / "prune.yaml").read_text())["pruned_encoder_layers"] == []
+    assert (ft / MODEL).is_file()
+
+
+@pytest.mark.recipe
+def test_a_winner_chosen_twice_is_fine_tuned_once(bench_run):
+    rows = rows_by_method(bench_run["data"])
+    comflp = bench_run["dir"] / ASR_EXP / "comflp"
+    dp, beam = rows["comflp_dp_dc"], rows["comflp_beam_dc"]
+    if dp["removed"] != beam["removed"]:
+        pytest.skip("dp and beam chose different winners on this model")
+    assert (comflp / f"dc_dp_prune{K}" / "finetune" / MODEL).is_file()
+    assert not (comflp / f"dc_beam_prune{K}" / "finetune").exists()
+    assert beam["ft_model_name"] == dp["ft_model_name"]
+    assert beam["cer_ft_test"] == dp["cer_ft_test"]
+
+
+@pytest.mark.recipe
+def test_report_has_intervals_and_paired_comparisons(bench_run):
+    data = bench_run["data"]
+    for row in data["rows"] + [data["reference"]]:
+        for prefix in ("", "ft_"):
+            low, high = row[f"ci_{prefix}test"]
+            assert low <= row[f"cer_{prefix}test"] <= high
+    paired = {(p["a"], p["b"], p["when"]): p for p in data["paired"]}
+    assert {("comflp_dp_dc", "drop_last", "before"), ("comflp_dp_dc", "drop_last", "after"),
+            ("comflp_dp_dc", "unpruned", "after"), ("drop_last", "unpruned", "after")} <= set(paired)
+    rows = rows_by_method(data)
+    p = paired[("comflp_dp_dc", "drop_last", "before")]
+    assert p["difference"] == pytest.approx(rows["comflp_dp_dc"]["cer_test"] - rows["drop_last"]["cer_test"], abs=1e-9)
+    assert p["low"] <= p["difference"] <= p["high"]
+    md = (bench_run["out"] / "benchmark.md").read_text()
+    assert "| 0 | unpruned |" in md
+    assert "## Paired bootstrap on test" in md
+    assert (bench_run["out"] / "benchmark.png").stat().st_size > 0
+
+
+@pytest.mark.recipe
+def test_rerun_does_no_work_again(bench_run):
+    assert (bench_run["out"] / "runs.json").read_text() == bench_run["runs_before"]
+    assert "--stage 19" not in bench_run["second"].stderr
