@@ -23,10 +23,15 @@ Steps (``--steps``, in this order; each can be rerun alone, finished work is kep
               with comflp_decode (one process per job decodes all models: a winner
               chosen by several methods is decoded once) and score with comflp_score
     finetune  ./run.sh --stage 19 --stop_stage 19 --comflp_tag <tag> for the methods
-              of --finetune (identical overlay for all), then decode the fine-tuned
-              models on --test_sets as in "test"
+              of --finetune (identical overlay for all; a winner chosen by several
+              methods is fine-tuned once), and for the unpruned model as the reference
+              (its tag dir unpruned_reference has the original model as its winner);
+              then decode the fine-tuned models on --test_sets as in "test"
     report    OUT/benchmark.md (tables), OUT/benchmark.json, OUT/benchmark.png
-              (CER vs layers kept, one line per method)
+              (CER vs layers kept, one line per method); per-utterance errors give
+              95 % bootstrap intervals of every CER on the last test set and paired
+              bootstrap comparisons (the first CoMFLP setting against each baseline,
+              every fine-tuned winner against the fine-tuned unpruned model)
 
 Search cost per method is read from ``<tag>/search_cost.json`` (decodes of the
 fine-search set; seconds of states + matrix + coarse search + fine search, or of
@@ -392,15 +397,13 @@ class Benchmark:
 
     # ---- step: finetune
     def finetune_methods(self) -> List[Tuple[Method, int]]:
-        """(method, k) of --finetune: with 'all', k by k in table order; otherwise in the order given."""
-        wanted = self.args.finetune
+        """(method, k) of --finetune in the order given; 'all' adds every pair not named before it
+        (k by k, in table order)."""
         pairs = [(method, k) for k in self.args.num_prune for method in self.methods]
-        if "all" in wanted:
-            return pairs
         chosen: List[Tuple[Method, int]] = []
-        for item in wanted:
+        for item in self.args.finetune:
             for method, k in pairs:
-                if item in (method.label, f"{method.label}@{k}") and (method, k) not in chosen:
+                if item in ("all", method.label, f"{method.label}@{k}") and (method, k) not in chosen:
                     chosen.append((method, k))
         return chosen
 
@@ -758,7 +761,8 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--searches", nargs="+", default=list(COMFLP_SEARCHES), choices=COMFLP_SEARCHES)
     p.add_argument("--baselines", nargs="*", default=list(BASELINES), choices=BASELINES)
     p.add_argument("--finetune", nargs="*", default=["all"],
-                   help="methods to fine-tune: 'all', labels (e.g. comflp_dp_dc glp) or label@k; none: empty")
+                   help="what to fine-tune, in this order: 'all', 'unpruned' (the reference), labels "
+                        "(e.g. comflp_dp_dc glp) or label@k; 'none' for nothing")
     p.add_argument("--test_sets", nargs="+", default=["dev", "test"])
     p.add_argument("--run_args", default="", help="extra run.sh options for every call (quoted)")
     p.add_argument("--inference_config", default="conf/decode_asr.yaml", help="decoding config of the test decodes")
@@ -804,7 +808,13 @@ def main(cmd=None):
         if not L:
             parser.error(f"{bench.recipe_dir}/{bench.asr_exp}/config.yaml not found: train the model first or give --num_prune")
         args.num_prune = sorted({max(1, L // 4), max(1, L // 2)})
-    logging.info(f"Methods: {', '.join(m.label for m in bench.methods)}; k = {args.num_prune}; output {bench.out}")
+    labels = [m.label for m in bench.methods]
+    for item in args.finetune:
+        label, _, k = item.partition("@")
+        if item not in ("all", REFERENCE_LABEL) and (label not in labels or (k and not k.isdigit())):
+            parser.error(f"--finetune {item}: expected all, none, {REFERENCE_LABEL}, or one of "
+                         f"{', '.join(labels)} (optionally with @k)")
+    logging.info(f"Methods: {', '.join(labels)}; k = {args.num_prune}; output {bench.out}")
     for step in STEPS:
         if step in args.steps:
             getattr(bench, f"step_{step}")()

@@ -20,6 +20,39 @@ ARGS = ["--num_prune", str(K), "--measures", "dc", "--searches", "dp", "beam",
         "--baselines", "drop_last", "--test_sets", "train_dev", "test", "--inference_nj", "1"]
 
 
+def load_driver():
+    sys.path.insert(0, str(DRIVER.parent))
+    try:
+        import compare_methods
+    finally:
+        sys.path.remove(str(DRIVER.parent))
+    return compare_methods
+
+
+def test_finetune_order_follows_the_option_and_all_adds_the_rest():
+    cm = load_driver()
+    bench = cm.Benchmark.__new__(cm.Benchmark)
+    bench.methods = cm.build_methods(["dc"], ["dp"], ["glp", "drop_last"])
+    bench.args = type("Args", (), {"num_prune": [6, 3], "finetune": ["glp@3", "comflp_dp_dc", "all"]})()
+    order = [(m.label, k) for m, k in bench.finetune_methods()]
+    assert order == [("glp", 3), ("comflp_dp_dc", 6), ("comflp_dp_dc", 3),
+                     ("glp", 6), ("drop_last", 6), ("drop_last", 3)]
+    bench.args.finetune = ["drop_last@6"]
+    assert [(m.label, k) for m, k in bench.finetune_methods()] == [("drop_last", 6)]
+
+
+def test_unknown_finetune_label_is_an_error(tmp_path):
+    (tmp_path / "run.sh").write_text("#!/bin/sh\n")
+    exp = tmp_path / "exp" / "asr_x"
+    exp.mkdir(parents=True)
+    (exp / "config.yaml").write_text("encoder_conf: {num_blocks: 12}\n")
+    r = subprocess.run([sys.executable, str(DRIVER), "--recipe_dir", str(tmp_path), "--steps", "report",
+                        "--finetune", "glpp"], capture_output=True, text=True)
+    assert r.returncode == 2
+    assert "--finetune glpp" in r.stderr and "drop_last" in r.stderr
+    assert not (exp / "comflp").exists()
+
+
 def run_driver(recipe_dir: Path, *extra):
     env = dict(os.environ)
     env.pop("VIRTUAL_ENV", None)
