@@ -8,6 +8,8 @@ from conftest import make_tiny_data_dir
 
 from comflp_espnet.bin import comflp_decode
 
+ROOT = Path(__file__).resolve().parents[1]
+
 DECODE_CONF = {"beam_size": 2, "ctc_weight": 0.3, "lm_weight": 0, "maxlenratio": -3}
 
 
@@ -112,6 +114,35 @@ def test_bad_inference_config_stops_before_decoding(setup, content, message):
     assert message in str(e.value)
     assert str(conf) in str(e.value)
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_check_options_reads_speech2text_without_importing_espnet(tmp_path):
+    import inspect
+    import subprocess
+    import sys
+
+    from espnet2.bin.asr_inference import Speech2Text
+
+    from comflp_espnet.bin.comflp_decode import speech2text_parameters_from_source
+
+    from_source = speech2text_parameters_from_source()
+    imported = inspect.signature(Speech2Text.__init__).parameters
+    assert list(from_source) == list(imported)
+    assert from_source["ctc_weight"].annotation is float
+    conf = tmp_path / "decode.yaml"
+    conf.write_text("beam_size: 2\nctc_weight: 0.3\n")
+    probe = (
+        "import sys; from comflp_espnet.bin.comflp_decode import main; "
+        f"main(['--check_options', 'true', '--config', {str(conf)!r}, '--penalty', '0.5']); "
+        "print(sorted(m for m in ('torch', 'espnet2.bin.asr_inference') if m in sys.modules))"
+    )
+    r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().endswith("[]")
+    conf.write_text("ctc_wieght: 0.3\n")
+    r = subprocess.run([sys.executable, "-m", "comflp_espnet.bin.comflp_decode", "--check_options", "true",
+                        "--config", str(conf)], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 1 and "unknown inference option 'ctc_wieght'" in r.stderr
 
 
 def test_bad_models_scp_is_reported(setup):

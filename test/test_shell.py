@@ -169,6 +169,21 @@ def test_split_into_jobs_and_cat_jobs_round_trip(tmp_path):
     assert r.stdout == src.read_text()
 
 
+@pytest.mark.parametrize(
+    "comflp_dir, expected",
+    [
+        ("exp/asr_m/comflp", "dc_dp_prune6"),
+        ("exp/asr_m/comflp/", "dc_dp_prune6"),
+        ("exp/asr_m/comflp_calib2000", "comflp_calib2000+dc_dp_prune6"),
+        ("/scratch/my runs/comflp", "+scratch+my+runs+comflp+dc_dp_prune6"),
+    ],
+)
+def test_results_sections_of_different_comflp_dirs_are_separate(comflp_dir, expected):
+    r = bash(f'. {SCRIPTS}/common.sh; results_section_id "$@"', "exp/asr_m", comflp_dir, "dc_dp_prune6")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == expected
+
+
 def test_training_fold_lengths_follow_the_shape_files():
     # espnet2's folded batch sampler pairs the n-th --fold_length with the n-th --train_shape_file.
     script = f"""
@@ -323,6 +338,19 @@ def test_inference_config_must_parse(recipe):
     (recipe / "list.yaml").write_text("- beam_size\n")
     r = comflp(recipe, *BASE_OPTS, "--stage", "20", "--inference_config", "list.yaml")
     assert r.returncode != 0 and "expected a mapping" in r.stderr
+
+
+def test_misspelt_decoding_option_fails_before_stage_14_works(recipe):
+    fake_experiment(recipe / "exp" / "m", num_blocks=4)
+    (recipe / "decode.yaml").write_text("beam_size: 2\nctc_wieght: 0.3\n")
+    common = [*BASE_OPTS, "--asr_exp", "exp/m", "--comflp_num_prune", "2", "--stage", "14"]
+    r = comflp(recipe, *common, "--inference_config", "decode.yaml")
+    assert r.returncode != 0
+    assert "--config decode.yaml: unknown inference option 'ctc_wieght'" in r.stderr
+    assert "ctc_weight" in r.stderr  # the accepted options are listed
+    r = comflp(recipe, *common, "--inference_args", "--beam_sise 3")
+    assert r.returncode != 0 and "command line: unknown inference option 'beam_sise'" in r.stderr
+    assert_nothing_made(recipe)
 
 
 def test_stage_whose_input_is_missing_names_the_stage(recipe):

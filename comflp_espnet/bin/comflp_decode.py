@@ -39,7 +39,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import yaml
 
@@ -50,6 +50,7 @@ from comflp_espnet.cli import (
     new_parser,
     read_yaml_mapping,
     setup_logging,
+    str2bool,
     str2triple,
     str_or_none,
 )
@@ -112,19 +113,47 @@ def load_inference_config(path: Optional[str]) -> Dict[str, Any]:
     return read_yaml_mapping(path, "--config", "inference options", "beam_size: 10")
 
 
+def speech2text_parameters_from_source() -> Dict[str, inspect.Parameter]:
+    """Speech2Text's constructor parameters, read from the source of ESPnet's
+    asr_inference without importing it (the import takes seconds), so that a
+    recipe can check its inference options before the first stage runs."""
+    import ast
+    import importlib.util
+
+    spec = importlib.util.find_spec("espnet2.bin.asr_inference")
+    if spec is None or not spec.origin:
+        raise InputError("espnet2.bin.asr_inference not found: is espnet installed in this environment?")
+    tree = ast.parse(Path(spec.origin).read_text(encoding="utf-8"), filename=spec.origin)
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef) and node.name == "Speech2Text":
+            for item in node.body:
+                if isinstance(item, ast.FunctionDef) and item.name == "__init__":
+                    a = item.args
+                    params = {}
+                    for arg in a.posonlyargs + a.args + a.kwonlyargs:
+                        annotation = inspect.Parameter.empty
+                        if isinstance(arg.annotation, ast.Name) and arg.annotation.id == "float":
+                            annotation = float
+                        params[arg.arg] = inspect.Parameter(
+                            arg.arg, inspect.Parameter.KEYWORD_ONLY, annotation=annotation
+                        )
+                    return params
+    raise InputError(f"{spec.origin}: class Speech2Text with an __init__ not found")
+
+
 def speech2text_kwargs(
-    conf: Dict[str, Any], speech2text_class, config_path: Optional[str],
+    conf: Dict[str, Any], params: Mapping[str, inspect.Parameter], config_path: Optional[str],
     cli_keys: Sequence[str] = (),
 ) -> Dict[str, Any]:
-    """Map inference-config entries onto Speech2Text keyword arguments.
+    """Map inference-config entries onto Speech2Text keyword arguments, given the
+    constructor's ``params`` (``inspect.signature(Speech2Text.__init__).parameters``).
 
     Unknown keys are an error (a misspelt option would otherwise be silently
     ignored); ints given for float options are converted as argparse would.
     """
-    params = inspect.signature(speech2text_class.__init__).parameters
     accepted = sorted(
-        k for k in params if k not in ("self",) + MODEL_ARGUMENTS
-    ) + list(RUN_OPTIONS)
+        {k for k in params if k not in ("self",) + MODEL_ARGUMENTS} | set(RUN_OPTIONS)
+    )
     kwargs = {}
     for key, value in conf.items():
         origin = "command line" if key in cli_keys else f"--config {config_path}"
@@ -344,15 +373,20 @@ def get_parser() -> argparse.ArgumentParser:
         "comflp_decode", "Decode a key share with several ESPnet ASR models in one process"
     )
     parser.add_argument(
-        "--models_scp", required=True,
-        help="Lines '<name> <asr config.yaml> <asr model file>'",
+        "--models_scp", default=None,
+        help="Lines '<name> <asr config.yaml> <asr model file>' (required unless --check_options)",
     )
     parser.add_argument(
-        "--data_path_and_name_and_type", type=str2triple, required=True,
+        "--data_path_and_name_and_type", type=str2triple, default=None,
         action="append", help="e.g. dump/raw/test/wav.scp,speech,sound",
     )
     parser.add_argument("--key_file", type=str_or_none, default=None)
-    parser.add_argument("--output_dir", required=True)
+    parser.add_argument("--output_dir", default=None)
+    parser.add_argument(
+        "--check_options", type=str2bool, default=False,
+        help="Only check the inference options (--config and the extra --<option> <value>) "
+        "against Speech2Text's, without importing ESPnet or decoding; exit 2 if one is wrong",
+    )
     parser.add_argument(
         "--config", type=str_or_none, default=None,
         help="Inference config YAML (beam_size, ctc_weight, ...), as asr_inference's",
@@ -377,17 +411,34 @@ def main(cmd: Optional[List[str]] = None) -> None:
     args, extra = parser.parse_known_args(cmd)
     setup_logging(args.log_level)
     with exit_on_error(parser.prog):
+        if args.check_options:
+            check_options(args, extra)
+            return
+        for option in ("models_scp", "data_path_and_name_and_type", "output_dir"):
+            if getattr(args, option) is None:
+                parser.error(f"--{option} is required")
         decode_all(args, extra)
+
+
+def inference_options(args: argparse.Namespace, extra: Sequence[str]):
+    """The config with the command-line options over it, the command-line keys, the run options."""
+    conf = load_inference_config(args.config)
+    # Decoding options on the command line override the config file.
+    cli_options = parse_extra_options(extra)
+    conf.update(cli_options)
+    return conf, list(cli_options), resolve_run_options(args, conf, args.config)
+
+
+def check_options(args: argparse.Namespace, extra: Sequence[str]) -> None:
+    conf, cli_keys, _ = inference_options(args, extra)
+    speech2text_kwargs(conf, speech2text_parameters_from_source(), args.config, cli_keys)
+    logging.info(f"inference options OK: {', '.join(sorted(conf)) or '(none)'}")
 
 
 def decode_all(args: argparse.Namespace, extra: Sequence[str]) -> None:
     # Everything that can be checked without ESPnet is checked first.
     models = read_models_scp(args.models_scp)
-    conf = load_inference_config(args.config)
-    # Decoding options on the command line override the config file.
-    cli_options = parse_extra_options(extra)
-    conf.update(cli_options)
-    run_opts = resolve_run_options(args, conf, args.config)
+    conf, cli_keys, run_opts = inference_options(args, extra)
     for path, _, _ in args.data_path_and_name_and_type:
         if not Path(path).exists():
             raise InputError(f"--data_path_and_name_and_type: {path} not found")
@@ -398,7 +449,8 @@ def decode_all(args: argparse.Namespace, extra: Sequence[str]) -> None:
     from espnet2.tasks.asr import ASRTask
 
     kwargs = speech2text_kwargs(
-        conf, inference_module.Speech2Text, args.config, list(cli_options)
+        conf, inspect.signature(inference_module.Speech2Text.__init__).parameters,
+        args.config, cli_keys,
     )
     if run_opts["ngpu"] > 0 and not torch.cuda.is_available():
         raise InputError("--ngpu 1 but no CUDA device is visible; use --ngpu 0")

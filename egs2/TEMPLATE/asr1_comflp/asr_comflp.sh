@@ -368,8 +368,13 @@ if conf is not None and not isinstance(conf, dict):
     sys.exit(f"{sys.argv[1]}: expected a mapping such as 'beam_size: 10', got a {type(conf).__name__}")
 PYEOF
 }
-if runs_any 17 20 && [ -n "${inference_config}" ]; then
-    check_yaml_mapping inference_config "${inference_config}"
+if runs_any 16 17 20; then
+    [ -n "${inference_config}" ] && check_yaml_mapping inference_config "${inference_config}"
+    # A misspelt decoding option fails now, not when the first decode starts (no ESPnet import: fast).
+    # shellcheck disable=SC2086
+    ${python} -m comflp_espnet.bin.comflp_decode --check_options true \
+        ${inference_config:+--config "${inference_config}"} ${inference_args} \
+        || die "fix the decoding options of --inference_config '${inference_config}' / --inference_args '${inference_args}' (see above)"
 fi
 if "${comflp_finetune}" && runs_any 19; then
     if [ ! -f "${comflp_finetune_config}" ] && [ "${comflp_finetune_config}" = conf/comflp/finetune.yaml ]; then
@@ -959,9 +964,11 @@ finetuned ${finetune_dir}/config.yaml ${finetune_dir}/${inference_asr_model}"
     # glp reads no matrix, so there may be no heatmap.
     [ -f "${heatmap_file}" ] && _results_extra+=(--heatmap "${heatmap_file}")
     for _results in "${tag_dir}/RESULTS.md" "${asr_exp}/RESULTS.md"; do
+        _section=${comflp_tag}
+        [ "${_results}" = "${asr_exp}/RESULTS.md" ] && _section=$(results_section_id "${asr_exp}" "${comflp_dir}" "${comflp_tag}")
         ${python} -m comflp_espnet.bin.comflp_results \
             --output "${_results}" \
-            --tag "${comflp_tag}" \
+            --tag "${_section}" \
             --asr_exp "${asr_exp}" \
             --asr_model_file "${asr_model_file}" \
             --winner_dir "${winner_dir}" \

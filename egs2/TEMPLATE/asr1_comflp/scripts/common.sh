@@ -258,6 +258,19 @@ launch_asr_train() {
         ${python} -m "espnet2.bin.${asr_task}_train" --output_dir "${out}" "$@"
 }
 
+# results_section_id ASR_EXP COMFLP_DIR TAG: the id of a search's section in ASR_EXP/RESULTS.md.
+# The tag alone under the default COMFLP_DIR (ASR_EXP/comflp); otherwise COMFLP_DIR (relative to
+# ASR_EXP when inside it) is part of the id, so that searches with the same tag in different
+# --comflp_dir keep separate sections.
+results_section_id() {
+    local asr_exp=${1%/} comflp_dir=${2%/} tag=$3
+    if [ "${comflp_dir}" = "${asr_exp}/comflp" ]; then
+        echo "${tag}"
+    else
+        echo "${comflp_dir#"${asr_exp}"/}/${tag}" | sed 's/[^A-Za-z0-9_.+-]/+/g'
+    fi
+}
+
 # now_seconds: wall-clock time in seconds, with fractions.
 now_seconds() {
     date +%s.%N
