@@ -2,7 +2,7 @@
 # CoMFLP on a synthesized AN4-style census corpus (espeak-ng voices, noise and reverberation;
 # dev/test voices disjoint from the training voices): a 12-block Transformer trained here,
 # offline, and then 3 or 6 of its 12 encoder layers pruned.  The benchmark against the other
-# layer-pruning methods is bench/compare_methods.sh (see docs/benchmarks.md).
+# layer-pruning methods is bench/compare_methods.py (see docs/benchmarks.md).
 #   ./run.sh                              # stages 1-20 on the CPU (training: about an hour on 2 cores)
 #   ./run.sh --ngpu 1                     # train (and fine-tune) on a GPU
 #   ./run.sh --stage 14                   # CoMFLP stages on the trained model
