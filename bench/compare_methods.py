@@ -489,8 +489,7 @@ class Benchmark:
                 for r in ranking.get("ranking", []):
                     if r.get("name") == entry["candidate"]:
                         row["fine_cer"] = r.get("cer")
-                    if r.get("name") == ORIGINAL:
-                        row["fine_cer_original"] = r.get("cer")
+                row["fine_cer_original"] = (ranking.get("original") or {}).get("cer")
                 ft = self.finetuned_entry(method, k)
                 row["model_name"] = entry["model_name"]
                 row["ft_model_name"] = ft["model_name"] if ft else None
@@ -510,6 +509,8 @@ class Benchmark:
                                      "status": "reference", "model_name": ORIGINAL,
                                      "ft_model_name": ref_ft["model_name"] if ref_ft else None}
         self.add_test_results(reference)
+        # Every fine search also decodes the unpruned model: its CER on the fine-search set.
+        reference["fine_cer"] = next((r["fine_cer_original"] for r in rows if r.get("fine_cer_original") is not None), None)
         ref_run = self.runs.get(f"finetune/{REFERENCE_TAG}")
         reference["finetune_seconds"] = ref_run["seconds"] if ref_run else None
         return {"asr_exp": str(self.asr_exp), "recipe_dir": str(self.recipe_dir), "test_sets": self.args.test_sets,
@@ -702,6 +703,19 @@ def summary_lines(data: Dict[str, Any]) -> List[str]:
             if m is not None:
                 parts.append(f"{b} {m:.1f}")
         out.append(f"- Mean {dset} CER before fine-tuning over the k values run: " + ", ".join(parts) + ".")
+    # After fine-tuning: only the k values at which every method's winner was fine-tuned.
+    key = f"cer_ft_{dset}"
+    ks = [k for k in sorted({r["num_prune"] for r in rows})
+          if all(r.get(key) is not None for r in rows if r["num_prune"] == k)]
+    if ks:
+        at = [r for r in rows if r["num_prune"] in ks]
+        parts = [f"CoMFLP (all settings) {mean([r[key] for r in at if r['comflp']]):.1f}"]
+        parts += [f"{b} {mean([r[key] for r in at if r['method'] == b]):.1f}" for b in BASELINES
+                  if any(r["method"] == b for r in at)]
+        ref = (data.get("reference") or {}).get(key)
+        if ref is not None:
+            parts.append(f"unpruned {ref:.1f}")
+        out.append(f"- Mean {dset} CER after fine-tuning (k = {', '.join(map(str, ks))}): " + ", ".join(parts) + ".")
     return out or ["- (no finished method yet)"]
 
 

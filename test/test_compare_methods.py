@@ -100,6 +100,8 @@ def test_every_method_ran_and_was_decoded_on_the_test_sets(bench_run):
 def test_unpruned_reference_gets_the_same_fine_tune(bench_run):
     ref = bench_run["data"]["reference"]
     assert ref["cer_test"] == bench_run["data"]["original_cer"]["test"]
+    ranking = json.loads((bench_run["dir"] / ASR_EXP / "comflp" / f"dc_dp_prune{K}" / "scores" / "ranking.json").read_text())
+    assert ref["fine_cer"] == ranking["original"]["cer"]
     assert ref["cer_ft_test"] is not None
     ft = bench_run["dir"] / ASR_EXP / "comflp" / "unpruned_reference" / "finetune"
     winner_ft = bench_run["dir"] / ASR_EXP / "comflp" / f"dc_dp_prune{K}" / "finetune"
@@ -145,6 +147,7 @@ def test_report_has_intervals_and_paired_comparisons(bench_run):
     md = (bench_run["out"] / "benchmark.md").read_text()
     assert "| 0 | unpruned |" in md
     assert "## Paired bootstrap on test" in md
+    assert f"- Mean test CER after fine-tuning (k = {K}): CoMFLP (all settings) " in md
     assert (bench_run["out"] / "benchmark.png").stat().st_size > 0
 
 
