@@ -147,7 +147,8 @@ def test_report_has_intervals_and_paired_comparisons(bench_run):
     md = (bench_run["out"] / "benchmark.md").read_text()
     assert "| 0 | unpruned |" in md
     assert "## Paired bootstrap on test" in md
-    assert f"- Mean test CER after fine-tuning (k = {K}): CoMFLP (all settings) " in md
+    assert f"- Mean test CER after fine-tuning (k = {K}): CoMFLP " in md
+    assert "(2 of 2 settings fine-tuned)" in md
     assert (bench_run["out"] / "benchmark.png").stat().st_size > 0
 
 
