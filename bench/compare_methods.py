@@ -172,6 +172,9 @@ class Benchmark:
         self.env = recipe_env(args.threads)
         self.runs_path = self.out / "runs.json"
         self.runs = read_json(self.runs_path, {})
+        # Per-utterance character errors, keyed by (set, model, hyp mtime); references per set.
+        self.utt_errors: Dict[Tuple[str, str, int], Tuple[List[int], List[int]]] = {}
+        self.references: Dict[str, Dict[str, str]] = {}
 
     def find_asr_exp(self) -> str:
         exps = sorted(
@@ -525,13 +528,13 @@ class Benchmark:
         hyp = self.out / "test_decode" / dset / "hyp" / name / "text"
         if not hyp.is_file():
             return None
-        cache = self.__dict__.setdefault("_utt_errors", {})
         stamp = (dset, name, hyp.stat().st_mtime_ns)
-        if stamp not in cache:
-            refs = scoring.read_kaldi_text(self.rpath(self.test_data_dir(dset) / "text"))
-            scores = scoring.score_texts(refs, scoring.read_kaldi_text(hyp), "char")
-            cache[stamp] = ([s.counts.num_err for s in scores], [s.counts.num_ref for s in scores])
-        return cache[stamp]
+        if stamp not in self.utt_errors:
+            if dset not in self.references:
+                self.references[dset] = scoring.read_kaldi_text(self.rpath(self.test_data_dir(dset) / "text"))
+            scores = scoring.score_texts(self.references[dset], scoring.read_kaldi_text(hyp), "char")
+            self.utt_errors[stamp] = ([s.counts.num_err for s in scores], [s.counts.num_ref for s in scores])
+        return self.utt_errors[stamp]
 
     def add_test_results(self, row: Dict[str, Any]) -> None:
         """CER and its 95 % bootstrap interval on every test set, before and after fine-tuning."""
