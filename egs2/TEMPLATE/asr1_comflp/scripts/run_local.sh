@@ -5,10 +5,13 @@
 #   run_local.sh [options] [JOB=1:N] LOGFILE COMMAND [ARGS...]
 #
 # With JOB=1:N the command runs N times (in parallel, at most --max-jobs-run at once, default the
-# number of CPUs, or the number of GPUs with --gpu N > 0); every occurrence of the variable name
-# (here "JOB") in LOGFILE and in each argument is replaced by the job number.  Without JOB=... the
-# command runs once.  The command's stdout and stderr go to LOGFILE, framed like run.pl's logs
-# ("# command", "# Started at", ..., "# Ended (code N) at ...").
+# number of CPU cores this process may use, or the number of GPUs with --gpu N > 0); every occurrence
+# of the variable name (here "JOB") in LOGFILE and in each argument is replaced by the job number.
+# Without JOB=... the command runs once.  The command's stdout and stderr go to LOGFILE, framed like
+# run.pl's logs ("# command", "# Started at", "# Running on", ..., "# Ended (code N) at ...").
+# The number of cores ignores OMP_NUM_THREADS (which path.sh sets to 1 for each job's own threads and
+# which nproc would otherwise honour); the jobs inherit the environment as it is.
+# Inside a Slurm job (run_slurm.sh runs each task through this script) "# Running on" names the job.
 # Unlike run.pl, the arguments are executed as given (no second round of shell evaluation), so a
 # command needs no extra quoting, and shell pipes must be written as an explicit "bash -c '...'".
 #
@@ -78,7 +81,7 @@ if [ -z "${max_jobs_run}" ]; then
         max_jobs_run=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU' || true)
         [ "${max_jobs_run:-0}" -gt 0 ] || max_jobs_run=1
     else
-        max_jobs_run=$(nproc 2>/dev/null || echo 4)
+        max_jobs_run=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc 2>/dev/null || echo 4)
     fi
 fi
 if ! [[ "${max_jobs_run}" =~ ^[0-9]+$ ]] || [ "${max_jobs_run}" -le 0 ]; then
@@ -103,6 +106,7 @@ run_one() {
     {
         printf '#'; printf ' %q' "${argv[@]}"; printf '\n'
         echo "# Started at $(date)"
+        echo "# Running on $(uname -n)${where}"
         echo "#"
     } > "${log}" || return 1
     ( "${argv[@]}" ) >> "${log}" 2>&1 < /dev/null
@@ -113,6 +117,14 @@ run_one() {
     } >> "${log}"
     return "${status}"
 }
+
+# The scheduler's name for this job, when it runs inside one (job ids in the logs).
+where=
+if [ -n "${SLURM_ARRAY_JOB_ID:-}" ]; then
+    where=", Slurm job ${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID} (job id ${SLURM_JOB_ID})"
+elif [ -n "${SLURM_JOB_ID:-}" ]; then
+    where=", Slurm job ${SLURM_JOB_ID}"
+fi
 
 cmd=("$@")
 declare -A pid_of_job=()
