@@ -20,12 +20,14 @@ Steps (``--steps``, in this order; each can be rerun alone, finished work is kep
               ./run.sh --stage 15 --stop_stage 18 --comflp_tag <tag> ...
               (wall time of every call recorded in OUT/runs.json)
     test      decode the unpruned model and every distinct winner on --test_sets
-              with comflp_decode (one process per job decodes all models: a winner
-              chosen by several methods is decoded once) and score with comflp_score
+              with the recipe's own decoding (scripts/decode_models.sh: the recipe's
+              ${decode_cmd} jobs, one process per job decodes all models; a winner
+              chosen by several methods is decoded once) and score them
     finetune  ./run.sh --stage 19 --stop_stage 19 --comflp_tag <tag> for the methods
               of --finetune (identical overlay for all; a winner chosen by several
               methods is fine-tuned once), and for the unpruned model as the reference
-              (its tag dir unpruned_reference has the original model as its winner);
+              (./run.sh --stage 16 --stop_stage 19 --comflp_search none --comflp_tag
+              unpruned_reference: the unpruned model is that search's only candidate);
               then decode the fine-tuned models on --test_sets as in "test"
     report    OUT/benchmark.md (tables), OUT/benchmark.json, OUT/benchmark.png
               (CER vs layers kept, one line per method); per-utterance errors give
@@ -51,7 +53,6 @@ import argparse
 import calendar
 import json
 import logging
-import math
 import os
 import shlex
 import subprocess
@@ -64,7 +65,12 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-from comflp_espnet import bootstrap, scoring  # noqa: E402
+from comflp_espnet import bootstrap, records, scoring  # noqa: E402
+from comflp_espnet.rundir import (  # noqa: E402
+    DecodeDir, DocumentError, RunDir, TagDir, read_models_scp, read_ranking, read_scores_json, read_search_cost,
+    read_winner, write_models_scp,
+)
+from comflp_espnet.surgery import read_prune_record  # noqa: E402
 
 LOG_FORMAT = "%(asctime)s (%(module)s:%(lineno)d) %(levelname)s: %(message)s"
 STEPS = ("search", "test", "finetune", "report")
@@ -153,11 +159,6 @@ def run_recipe(recipe_dir: Path, args: List[str], log_path: Path, env: Dict[str,
     return proc.returncode, seconds
 
 
-def shell_python(recipe_dir: Path) -> List[str]:
-    """The recipe's Python, as path.sh sets it up."""
-    return ["bash", "-c", '. ./path.sh && exec python "$@"', "python"]
-
-
 # ------------------------------------------------------------------------ the benchmark
 class Benchmark:
     def __init__(self, args):
@@ -167,13 +168,15 @@ class Benchmark:
         if self.asr_exp is None:
             self.asr_exp = self.find_asr_exp()
         self.comflp_dir = Path(self.asr_exp) / "comflp"
+        # The run directory as the recipe lays it out (paths relative to the recipe directory).
+        self.run_dir = RunDir(self.recipe_dir / self.comflp_dir)
         self.out = (args.output_dir or (self.recipe_dir / self.comflp_dir / "benchmark")).resolve()
         self.methods = build_methods(args.measures, args.searches, args.baselines)
         self.env = recipe_env(args.threads)
         self.runs_path = self.out / "runs.json"
         self.runs = read_json(self.runs_path, {})
-        # Per-utterance character errors, keyed by (set, model, hyp mtime); references per set.
-        self.utt_errors: Dict[Tuple[str, str, int], Tuple[List[int], List[int]]] = {}
+        # Per-utterance character errors, keyed by (set, model, hyp record digest); references per set.
+        self.utt_errors: Dict[Tuple[str, str, str], Tuple[List[int], List[int]]] = {}
         self.references: Dict[str, Dict[str, str]] = {}
 
     def find_asr_exp(self) -> str:
@@ -192,8 +195,8 @@ class Benchmark:
     def rpath(self, rel) -> Path:
         return self.recipe_dir / rel
 
-    def tag_dir(self, method: Method, k: int) -> Path:
-        return self.rpath(self.comflp_dir / method.tag(k))
+    def tag_dir(self, method: Method, k: int) -> TagDir:
+        return self.run_dir.tag(method.tag(k))
 
     def base_args(self) -> List[str]:
         return ["--asr_exp", str(self.asr_exp)] + shlex.split(self.args.run_args)
@@ -205,7 +208,7 @@ class Benchmark:
     # ---- step: search
     def step_search(self) -> None:
         # Stage 14 once; its time is recorded only when it really dumped the states.
-        existed = self.rpath(self.comflp_dir / "states" / "states_info.yaml").is_file()
+        existed = records.read_record(self.run_dir.states) is not None
         rc, sec = run_recipe(self.recipe_dir, ["--stage", "14", "--stop_stage", "14"] + self.base_args(),
                              self.out / "logs" / "stage14.log", self.env)
         if rc != 0:
@@ -218,8 +221,7 @@ class Benchmark:
                     logging.warning("--deadline reached: stopping the searches here")
                     return
                 key = f"search/{method.tag(k)}"
-                winner = self.tag_dir(method, k) / "scores" / "winner"
-                if winner.is_file() and key in self.runs and self.runs[key]["rc"] == 0:
+                if self.winner_name(self.tag_dir(method, k)) and key in self.runs and self.runs[key]["rc"] == 0:
                     continue
                 rc, sec = run_recipe(
                     self.recipe_dir,
@@ -245,15 +247,20 @@ class Benchmark:
     def original_model(self) -> Tuple[str, str]:
         return (f"{self.asr_exp}/config.yaml", f"{self.asr_exp}/{self.args.inference_asr_model}")
 
+    @staticmethod
+    def winner_name(tag_dir: TagDir) -> Optional[str]:
+        try:
+            return read_winner(tag_dir.scores)
+        except DocumentError:
+            return None
+
     def winner_entry(self, method: Method, k: int) -> Optional[Dict[str, Any]]:
         tag_dir = self.tag_dir(method, k)
-        winner_file = tag_dir / "scores" / "winner"
-        if not winner_file.is_file():
+        name = self.winner_name(tag_dir)
+        if name is None:
             return None
-        name = winner_file.read_text().strip()
-        cand = tag_dir / "candidates" / name
-        prune = yaml.safe_load((cand / "prune.yaml").read_text())
-        removed = sorted(prune["pruned_encoder_layers"])
+        cand = tag_dir.candidate(name)
+        removed = sorted(read_prune_record(cand)["pruned_encoder_layers"])
         rel = cand.relative_to(self.recipe_dir)
         return {
             "candidate": name,
@@ -265,7 +272,7 @@ class Benchmark:
 
     def finetuned_entry(self, method: Method, k: int) -> Optional[Dict[str, Any]]:
         """The fine-tuned winner of (method, k): its own, or that of a method with the same winner."""
-        ft = self.tag_dir(method, k) / "finetune"
+        ft = self.tag_dir(method, k).finetune
         if not (ft / self.args.inference_asr_model).is_file():
             ft = self.twin_finetune(method, k)
             if ft is None:
@@ -291,102 +298,55 @@ class Benchmark:
         for other in self.methods:
             if other is method:
                 continue
-            ft = self.tag_dir(other, k) / "finetune"
+            ft = self.tag_dir(other, k).finetune
             twin = self.winner_entry(other, k)
             if twin and twin["removed"] == entry["removed"] and (ft / self.args.inference_asr_model).is_file():
                 return ft
         return None
 
-    def reference_dir(self) -> Path:
-        return self.rpath(self.comflp_dir / REFERENCE_TAG)
+    def reference_dir(self) -> TagDir:
+        return self.run_dir.tag(REFERENCE_TAG)
 
     def reference_finetuned_entry(self) -> Optional[Dict[str, Any]]:
-        ft = self.reference_dir() / "finetune"
+        ft = self.reference_dir().finetune
         return self.finetune_model(ft) if (ft / self.args.inference_asr_model).is_file() else None
 
-    def prepare_reference(self) -> None:
-        """A search directory whose winner is the unpruned model, so that stage 19 fine-tunes it
-        exactly as it fine-tunes the pruned winners."""
-        tag_dir = self.reference_dir()
-        cand = tag_dir / "candidates" / REFERENCE_LABEL
-        cand.mkdir(parents=True, exist_ok=True)
-        exp = self.rpath(self.asr_exp)
-        for name in ("config.yaml", self.args.inference_asr_model):
-            link = cand / name
-            if not link.is_symlink():
-                os.symlink(os.path.relpath(exp / name, cand), link)
-        write_text_atomic(cand / "prune.yaml", yaml.safe_dump(
-            {"pruned_encoder_layers": [], "pruned_decoder_layers": [], "comment": "the unpruned model"}))
-        write_text_atomic(tag_dir / "scores" / "winner", f"{REFERENCE_LABEL}\n")
-        if not (tag_dir / "winner").is_symlink():
-            os.symlink(f"candidates/{REFERENCE_LABEL}", tag_dir / "winner")
+    def template_dir(self) -> Path:
+        """The recipe's stage scripts (asr_comflp.sh links into the template)."""
+        return (self.recipe_dir / "asr_comflp.sh").resolve().parent
 
     def decode_and_score(self, models: Dict[str, Tuple[str, str]]) -> None:
-        """Decode MODELS (name -> (config, model)) on every test set; score them all."""
+        """Decode MODELS (name -> (config, model)) on every test set with the recipe's own decoding
+        (scripts/decode_models.sh through the recipe's ${decode_cmd}); score them all."""
+        script = self.template_dir() / "scripts" / "decode_models.sh"
         for dset in self.args.test_sets:
             data = self.test_data_dir(dset)
-            work = self.out / "test_decode" / dset
-            logdir = work / "logdir"
-            logdir.mkdir(parents=True, exist_ok=True)
-            keys = [line.split(maxsplit=1)[0] for line in open(self.rpath(data / "wav.scp"), encoding="utf-8") if line.strip()]
-            nj = max(1, min(self.args.inference_nj, len(keys)))
-            for j in range(nj):
-                write_text_atomic(logdir / f"keys.{j + 1}.scp",
-                                  "".join(f"{key} {key}\n" for key in keys[j::nj]))
-            # Every model decoded so far stays listed, so the outputs of a job stay complete.
-            scp_path = work / "models.scp"
+            work = self.test_decoding(dset)
+            # Every model decoded so far stays listed, so the scores cover them all; decoded ones are kept.
             listed: Dict[str, Tuple[str, str]] = {}
-            if scp_path.is_file():
-                for line in scp_path.read_text().splitlines():
-                    if line.strip():
-                        name, conf, mdl = line.split()
-                        listed[name] = (conf, mdl)
+            if work.models_scp.is_file():
+                listed = {n: (c, m) for n, c, m in read_models_scp(work.models_scp, check_files=False)}
             listed.update(models)
-            write_text_atomic(scp_path, "".join(f"{n} {c} {m}\n" for n, (c, m) in sorted(listed.items())))
-            logging.info(f"Decoding {len(listed)} model(s) on {data} in {nj} job(s) (finished ones are kept)")
-            procs = []
+            scp_path = self.out / "test_decode" / f"{dset.replace('/', '_')}.models.scp"
+            write_models_scp(scp_path, [(n, c, m) for n, (c, m) in sorted(listed.items())])
+            cmd = ["bash", "-c", '. ./path.sh && . ./cmd.sh && exec "$0" --cmd "${decode_cmd}" "$@"', str(script),
+                   "--python", "python", "--nj", str(self.args.inference_nj),
+                   "--ngpu", str(1 if self.args.gpu_inference else 0),
+                   "--inference_config", self.args.inference_config, "--token_type", "char",
+                   "--score", "true", "--label_prefix", f"{dset}/",
+                   str(scp_path), str(data), str(work.root)]
+            if self.args.gpu_inference:
+                cmd[2] = '. ./path.sh && . ./cmd.sh && exec "$0" --cmd "${cuda_cmd} --gpu 1" "$@"'
+            log_path = self.out / "logs" / f"test_decode_{dset}.log"
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            logging.info(f"Decoding {len(listed)} model(s) on {data} (current ones are kept)  log: {log_path}")
             start = time.time()
-            for j in range(1, nj + 1):
-                cmd = shell_python(self.recipe_dir) + [
-                    "-m", "comflp_espnet.bin.comflp_decode",
-                    "--models_scp", str(scp_path),
-                    "--data_path_and_name_and_type", f"{data}/wav.scp,speech,sound",
-                    "--key_file", str(logdir / f"keys.{j}.scp"),
-                    "--output_dir", str(logdir / f"output.{j}"),
-                    "--ngpu", str(1 if self.args.gpu_inference else 0),
-                    "--config", self.args.inference_config,
-                ]
-                log = open(logdir / f"decode.{j}.log", "w", encoding="utf-8")
-                procs.append((subprocess.Popen(cmd, cwd=self.recipe_dir, stdout=log, stderr=subprocess.STDOUT, env=self.env), log))
-            failed = False
-            for proc, log in procs:
-                failed |= proc.wait() != 0
-                log.close()
-            if failed:
-                sys.exit(f"compare_methods: decoding failed; logs: {logdir}/decode.*.log")
+            with open(log_path, "w", encoding="utf-8") as log:
+                rc = subprocess.run(cmd, cwd=self.recipe_dir, stdout=log, stderr=subprocess.STDOUT,
+                                    env=self.env).returncode
+            if rc != 0:
+                sys.exit(f"compare_methods: decoding {dset} failed; log: {log_path}")
             logging.info(f"Decoded {dset} in {time.time() - start:.0f} s")
-            hyp = work / "hyp"
-            for name in listed:
-                for f in ("text", "decode_time", "num_utts"):
-                    parts = []
-                    for j in range(1, nj + 1):
-                        p = logdir / f"output.{j}" / name / f
-                        parts.append(p.read_text() if p.is_file() else "")
-                    text = "".join(parts)
-                    if f == "text":
-                        text = "".join(sorted(text.splitlines(keepends=True)))
-                    write_text_atomic(hyp / name / f, text)
-            cmd = shell_python(self.recipe_dir) + [
-                "-m", "comflp_espnet.bin.comflp_score",
-                "--ref", f"{data}/text",
-                "--hyp_dir", str(hyp),
-                "--token_type", "char",
-                "--label_prefix", f"{dset}/",
-                "--output_dir", str(work / "score"),
-            ]
-            if subprocess.run(cmd, cwd=self.recipe_dir, env=self.env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE).returncode != 0:
-                sys.exit(f"compare_methods: scoring {work} failed")
 
     # ---- step: test
     def step_test(self) -> None:
@@ -413,11 +373,11 @@ class Benchmark:
     def wants_reference(self) -> bool:
         return "all" in self.args.finetune or REFERENCE_LABEL in self.args.finetune
 
-    def run_finetune(self, key: str, tag: str, extra: List[str]) -> None:
+    def run_finetune(self, key: str, tag: str, extra: List[str], stages: Tuple[int, int] = (19, 19)) -> None:
         rc, sec = run_recipe(
             self.recipe_dir,
-            ["--stage", "19", "--stop_stage", "19", "--comflp_finetune", "true", "--comflp_tag", tag]
-            + extra + self.base_args(),
+            ["--stage", str(stages[0]), "--stop_stage", str(stages[1]), "--comflp_finetune", "true",
+             "--comflp_tag", tag] + extra + self.base_args(),
             self.out / "logs" / f"finetune_{tag}.log", self.env,
         )
         self.record_run(key, rc, sec)
@@ -426,8 +386,9 @@ class Benchmark:
         models = {}
         if self.wants_reference():
             if self.reference_finetuned_entry() is None and not self.deadline_passed():
-                self.prepare_reference()
-                self.run_finetune(f"finetune/{REFERENCE_TAG}", REFERENCE_TAG, [])
+                # The unpruned model as the only candidate of a search, fine-tuned by stage 19.
+                self.run_finetune(f"finetune/{REFERENCE_TAG}", REFERENCE_TAG,
+                                  ["--comflp_search", "none"], stages=(16, 19))
             entry = self.reference_finetuned_entry()
             if entry:
                 models[entry["model_name"]] = (entry["config"], entry["model"])
@@ -451,15 +412,22 @@ class Benchmark:
             self.decode_and_score(models)
 
     # ---- step: report
+    def test_decoding(self, dset: str) -> DecodeDir:
+        """The decoding of the test set ``dset`` (all models) in the benchmark's directory."""
+        return DecodeDir(self.out / "test_decode" / dset)
+
     def test_cer(self, dset: str, name: str) -> Optional[float]:
-        scores = read_json(self.out / "test_decode" / dset / "score" / "scores.json")
-        if not scores or name not in scores.get("models", {}):
+        path = self.test_decoding(dset).score / "scores.json"
+        if not path.is_file():
+            return None
+        scores = read_scores_json(path)
+        if name not in scores["models"]:
             return None
         return scores["models"][name]["cer"]["error_rate"]
 
     def search_cost(self, method: Method, k: int) -> Dict[str, Any]:
         tag_dir = self.tag_dir(method, k)
-        cost = read_json(tag_dir / "search_cost.json")
+        cost = read_search_cost(tag_dir)
         if cost and cost.get("search_seconds") is not None:
             return {"decodes": cost.get("search_decodes"), "seconds": cost["search_seconds"],
                     "source": "search_cost.json", "parts": cost.get("seconds")}
@@ -469,10 +437,9 @@ class Benchmark:
         seconds = run["seconds"]
         if method.reads_states and "states" in self.runs:
             seconds += self.runs["states"]["seconds"]
-        scp = tag_dir / "candidates" / "models.scp"
         decodes = None
-        if scp.is_file():
-            decodes = sum(1 for line in scp.read_text().splitlines() if line.strip() and line.split()[0] != ORIGINAL)
+        if tag_dir.models_scp.is_file():
+            decodes = sum(1 for n, _, _ in read_models_scp(tag_dir.models_scp, check_files=False) if n != ORIGINAL)
         return {"decodes": decodes, "seconds": round(seconds, 3), "source": "driver wall time"}
 
     def collect(self) -> Dict[str, Any]:
@@ -488,7 +455,8 @@ class Benchmark:
                     continue
                 row["status"] = "done"
                 row["removed"] = entry["removed"]
-                ranking = read_json(self.tag_dir(method, k) / "scores" / "ranking.json", {})
+                ranking_path = self.tag_dir(method, k).ranking_json
+                ranking = read_ranking(ranking_path) if ranking_path.is_file() else {}
                 for r in ranking.get("ranking", []):
                     if r.get("name") == entry["candidate"]:
                         row["fine_cer"] = r.get("cer")
@@ -525,10 +493,12 @@ class Benchmark:
         """Character errors and reference lengths per utterance of DSET for the decoded model NAME."""
         if name is None:
             return None
-        hyp = self.out / "test_decode" / dset / "hyp" / name / "text"
-        if not hyp.is_file():
+        hyp_dir = self.test_decoding(dset).hyp(name)
+        hyp = hyp_dir / "text"
+        record = records.read_record(hyp_dir)
+        if record is None or not hyp.is_file():
             return None
-        stamp = (dset, name, hyp.stat().st_mtime_ns)
+        stamp = (dset, name, record.digest)
         if stamp not in self.utt_errors:
             if dset not in self.references:
                 self.references[dset] = scoring.read_kaldi_text(self.rpath(self.test_data_dir(dset) / "text"))
@@ -582,10 +552,13 @@ class Benchmark:
         return (yaml.safe_load(conf.read_text()).get("encoder_conf") or {}).get("num_blocks")
 
     def settings(self) -> Dict[str, Any]:
-        fine = self.rpath(self.comflp_dir / "fine" / "text")
-        calib = self.rpath(self.comflp_dir / "calib" / "text")
+        def subset_size(subset: Path) -> Optional[int]:
+            record = records.read_record(subset)
+            return record.info.get("num_utts") if record else None
+
         count = lambda p: sum(1 for _ in open(p, encoding="utf-8")) if p.is_file() else None  # noqa: E731
-        return {"run_args": self.args.run_args, "fine_search_utts": count(fine), "calibration_utts": count(calib),
+        return {"run_args": self.args.run_args, "fine_search_utts": subset_size(self.run_dir.fine),
+                "calibration_utts": subset_size(self.run_dir.calib),
                 "test_utts": {d: count(self.rpath(self.test_data_dir(d) / "text")) for d in self.args.test_sets},
                 "finetune": self.args.finetune, "inference_config": self.args.inference_config,
                 "cpu_count": os.cpu_count(), "stage14_seconds": (self.runs.get("states") or {}).get("seconds")}
@@ -622,7 +595,7 @@ def render_markdown(data: Dict[str, Any]) -> str:
         "# Layer-pruning benchmark",
         "",
         f"Model: `{data['asr_exp']}` ({data['num_layers']} encoder layers), recipe `{data['recipe_dir']}`.",
-        f"Unpruned CER: " + ", ".join(f"{d} {fmt(data['original_cer'].get(d))}" for d in sets) + ".",
+        "Unpruned CER: " + ", ".join(f"{d} {fmt(data['original_cer'].get(d))}" for d in sets) + ".",
         f"Fine search on {s['fine_search_utts']} utterances, states from {s['calibration_utts']} calibration "
         f"utterances, test sets " + ", ".join(f"{d} ({s['test_utts'].get(d)} utts)" for d in sets) + ".",
         f"Recipe options: `{s['run_args'] or '(run.sh defaults)'}`; fine-tuned: {', '.join(s['finetune']) or 'none'}.",

@@ -2,17 +2,57 @@
 
 Everything is first written under a temporary name in the destination's own
 directory (same filesystem, so the final rename is atomic) and renamed into
-place only when complete.
+place only when complete.  Temporary names are ``.<name>.tmp<random>`` (new
+output) and ``.<name>.old<random>`` (the output being replaced); a process
+killed while writing leaves them behind, and ``remove_temporaries`` clears
+them on the next run (``is_temporary_name`` tells them apart).
 """
 
 import contextlib
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterator, Union
+from typing import Iterator, List, Union
 
 PathLike = Union[str, os.PathLike]
+
+_TEMPORARY = re.compile(r"^\..+\.(tmp|old)[A-Za-z0-9_]*(\.[A-Za-z0-9]+)?$")
+
+
+def is_temporary_name(name: str) -> bool:
+    """True for the names this module writes before renaming into place."""
+    return bool(_TEMPORARY.match(name))
+
+
+def temporary_name(name: str) -> str:
+    """A fixed temporary name for ``name`` (for writers outside this module,
+    e.g. shell scripts), recognised by ``is_temporary_name``."""
+    return f".{name}.tmp"
+
+
+def remove_temporaries(root: PathLike) -> List[Path]:
+    """Remove every temporary output under ``root``; return what was removed.
+
+    Only safe while no other process writes under ``root`` (the run lock).
+    """
+    removed = []
+    root = Path(root)
+    if not root.is_dir():
+        return removed
+    for folder, dirs, names in os.walk(root):
+        for name in list(dirs) + names:
+            if is_temporary_name(name):
+                path = Path(folder) / name
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    with contextlib.suppress(FileNotFoundError):
+                        path.unlink()
+                removed.append(path)
+        dirs[:] = [d for d in dirs if not is_temporary_name(d)]
+    return removed
 
 
 @contextlib.contextmanager

@@ -8,9 +8,10 @@ import argparse
 import contextlib
 import json
 import logging
+import re
 import sys
 from pathlib import Path
-from typing import Any, Dict, Iterator, Optional, Tuple, Type
+from typing import Any, Dict, Iterator, List, Optional, Tuple, Type
 
 import yaml
 
@@ -124,3 +125,23 @@ def read_yaml_mapping(path: str, option: str, what: str, example: str) -> Dict[s
             f"(e.g. '{example}'), got {type(data).__name__}"
         )
     return data
+
+
+def max_run_type(value: str) -> Optional[int]:
+    if str(value).strip().lower() in ("none", "0", ""):
+        return None
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, 0 or none, got {value!r}")
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, 0 or none, got {value!r}")
+    return number
+
+
+def layer_list(value: str) -> List[int]:
+    items = [item for item in re.split(r"[,\s]+", str(value).strip()) if item]
+    try:
+        return [int(item) for item in items]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated layer ids such as 1,12, got {value!r}")

@@ -12,7 +12,7 @@ import logging
 import random
 from collections import OrderedDict
 from pathlib import Path
-from typing import Dict, Iterable, List, Sequence, Union
+from typing import Dict, Iterable, List, Sequence, Tuple, Union
 
 from comflp_espnet.atomic import atomic_output_dir, atomic_output_file
 
@@ -285,3 +285,56 @@ def write_key_files(
     return paths
 
 
+def unreadable_audio(scp_path: PathLike, keys: Sequence[str], data_type: str) -> Dict[str, str]:
+    """Utterances of ``keys`` whose audio file in ``scp_path`` cannot be opened, with the
+    reason: a cheap check of file headers (``sound`` data; pipes and archives are
+    checked when read)."""
+    if data_type != "sound":
+        return {}
+    import soundfile
+
+    entries = read_kaldi_map(scp_path)
+    bad = {}
+    for key in keys:
+        value = entries.get(key)
+        if value is None:
+            bad[key] = f"not in {scp_path}"
+            continue
+        if value.rstrip().endswith("|"):
+            continue
+        path = value.split()[0]
+        try:
+            soundfile.info(path)
+        except Exception as e:  # libsndfile errors, missing files
+            bad[key] = f"{path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+    return bad
+
+
+def input_spec(data_dir: PathLike, default_format: str = "wav") -> Tuple[str, str]:
+    """(scp file name, ESPnet data type) of the speech input of a dumped data dir, following the
+    ``feats_type`` / ``audio_format`` files asr.sh writes."""
+    def read(name, default):
+        p = Path(data_dir) / name
+        return p.read_text().strip() if p.is_file() else default
+
+    feats_type = read("feats_type", "raw")
+    audio_format = read("audio_format", default_format)
+    if feats_type != "raw":
+        return "feats.scp", "kaldi_ark"
+    if "ark" in audio_format:
+        return "wav.scp", "kaldi_ark"
+    if "multi" in audio_format:
+        return "wav.scp", "multi_columns_sound"
+    return "wav.scp", "sound"
+
+
+def write_job_keys(scp: PathLike, nj: int, pattern: PathLike) -> int:
+    """The keys of ``scp`` split into the files ``pattern`` (JOB replaced by 1..nj') for a
+    ``${cmd} JOB=1:nj'`` array, nj' = min(nj, utterances); returns nj'."""
+    keys = read_keys(scp)
+    nj = max(1, min(nj, len(keys)))
+    for n, share in enumerate(split_keys(keys, nj), 1):
+        path = Path(str(pattern).replace("JOB", str(n)))
+        with atomic_output_file(path, "w", encoding="utf-8") as f:
+            f.writelines(f"{k}\n" for k in share)
+    return nj

@@ -92,7 +92,14 @@ def load_state_dict_file(asr_model_file: PathLike, device: str = "cpu") -> Dict[
         raise FileNotFoundError(f"--asr_model_file: {path}: no such file")
     # ESPnet loads its own checkpoints with weights_only=False; do the same so
     # that any file stock ESPnet accepts is accepted here.
-    state_dict = torch.load(path, map_location=device, weights_only=False)
+    try:
+        state_dict = torch.load(path, map_location=device, weights_only=False)
+    except Exception as e:  # truncated or not a torch file: zipfile, pickle, EOF, runtime errors
+        raise ValueError(
+            f"--asr_model_file: {path} cannot be read as a PyTorch model file "
+            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'no detail'}); "
+            "it is damaged or incomplete: copy or train it again"
+        ) from e
     if isinstance(state_dict, dict) and "module" in state_dict and isinstance(
         state_dict["module"], dict
     ):
@@ -144,3 +151,14 @@ def load_asr_model(
         f"(encoder: {train_args.encoder}) on {device} (cwd {os.getcwd()})"
     )
     return model, train_args
+
+
+def learnable_parameter_names(asr_train_config: PathLike) -> List[str]:
+    """Names of the model's learnable parameters (``named_parameters``), as ESPnet
+    builds the model from its config: buffers such as the frontend's mel matrix
+    and normalisation statistics are not among them."""
+    check_config_paths(read_train_config(asr_train_config), asr_train_config)
+    from espnet2.tasks.asr import ASRTask
+
+    model, _ = ASRTask.build_model_from_file(str(asr_train_config), None, "cpu")
+    return [name for name, _ in model.named_parameters()]

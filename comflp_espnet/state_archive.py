@@ -112,7 +112,8 @@ def _read_scp(path: PathLike):
     except Exception as e:
         raise ValueError(
             f"{path}: cannot read the states it lists ({type(e).__name__}: {e}); "
-            "is it a states.scp written by comflp_dump?"
+            "the archive is damaged or incomplete (or not written by comflp_dump): "
+            "dump the states again (stage 14)"
         ) from e
 
 

@@ -334,11 +334,14 @@ def prune_state_dict(
     return pruned
 
 
-def count_parameters(state_dict: Mapping[str, Any]) -> int:
-    """Number of learnable values in a state dict (normalisation statistics excluded)."""
+def count_parameters(state_dict: Mapping[str, Any], learnable: Iterable[str]) -> int:
+    """Number of learnable values in a state dict: the tensors named in ``learnable``
+    (the model's ``named_parameters``); buffers such as the frontend's mel matrix,
+    normalisation and batch-norm statistics are left out."""
+    names = set(learnable)
     total = 0
     for key, value in state_dict.items():
-        if key.endswith(("running_mean", "running_var", "num_batches_tracked")):
+        if key not in names:
             continue
         numel = getattr(value, "numel", None)
         if numel is not None:
@@ -353,23 +356,35 @@ def prune_experiment(
     prune_encoder: Sequence[int] = (),
     prune_decoder: Sequence[int] = (),
     record: Optional[Mapping[str, Any]] = None,
+    learnable: Optional[Iterable[str]] = None,
+    allow_unpruned: bool = False,
 ) -> Path:
     """Write a pruned copy of an ESPnet ASR experiment to ``output_dir``.
 
     ``output_dir`` receives ``config.yaml``, the model file (same basename as
     ``asr_model_file``) and ``prune.yaml`` describing what was removed from
-    what, plus the entries of ``record`` (e.g. rank and score of a proposal).
-    Written atomically: on error nothing is left at ``output_dir``.
+    what, plus the entries of ``record``.  Parameter counts are of learnable
+    parameters: ``learnable`` names them (default: the model's
+    ``named_parameters``, built by ESPnet from the config).  With
+    ``allow_unpruned`` an empty request writes an unchanged copy (the unpruned
+    reference).  Written atomically: on error nothing is left at ``output_dir``.
     """
     import torch
 
-    from comflp_espnet.model_io import load_state_dict_file, read_train_config
+    from comflp_espnet.model_io import (
+        check_config_paths,
+        learnable_parameter_names,
+        load_state_dict_file,
+        read_train_config,
+    )
 
     prune_encoder = tuple(prune_encoder)
     prune_decoder = tuple(prune_decoder)
-    if not prune_encoder and not prune_decoder:
+    if not prune_encoder and not prune_decoder and not allow_unpruned:
         raise PruneError("nothing to prune: give encoder and/or decoder layer ids")
     config = read_train_config(asr_train_config)
+    # The pruned config keeps the original's paths: they must resolve from here too.
+    check_config_paths(config, asr_train_config)
     if prune_encoder:
         check_supported(config, "encoder")
     if prune_decoder:
@@ -396,10 +411,16 @@ def prune_experiment(
         num_decoder_layers=counts["decoder"],
     )
     new_state_dict = prune_state_dict(state_dict, prune_encoder, prune_decoder)
+    if learnable is None:
+        learnable = learnable_parameter_names(asr_train_config)
+    learnable = [k for k in learnable if k in state_dict]
+    learnable_after = prune_state_dict(dict.fromkeys(learnable), prune_encoder, prune_decoder)
 
     info: Dict[str, Any] = {
-        "original_config": os.path.abspath(asr_train_config),
-        "original_model": os.path.abspath(asr_model_file),
+        # As given (relative to the recipe directory in a recipe), so that a run directory that is
+        # moved or copied makes the same candidate files again.
+        "original_config": os.path.normpath(str(asr_train_config)),
+        "original_model": os.path.normpath(str(asr_model_file)),
         "encoder": config.get("encoder"),
         "decoder": config.get("decoder"),
         "num_encoder_layers_before": counts["encoder"],
@@ -415,8 +436,8 @@ def prune_experiment(
             kept_decoder_layers=list(kept_layers(counts["decoder"], prune_decoder)),
         )
     info.update(
-        params_before=count_parameters(state_dict),
-        params_after=count_parameters(new_state_dict),
+        params_before=count_parameters(state_dict, learnable),
+        params_after=count_parameters(new_state_dict, learnable_after),
         config_changes=notes,
         warnings=warnings,
     )

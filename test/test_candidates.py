@@ -5,7 +5,14 @@ import json
 import pytest
 import yaml
 
+from comflp_espnet import records
 from comflp_espnet.bin import comflp_candidates
+
+
+def original_model(exp):
+    from comflp_espnet.model_io import load_asr_model
+
+    return load_asr_model(*exp)[0]
 
 
 def write_proposals(path, pruned_lists, scores=None):
@@ -51,11 +58,15 @@ def test_candidates_in_rank_order_with_models_scp(tmp_path, exp):
         assert config["encoder_conf"]["num_blocks"] == 2
         record = yaml.safe_load((d / "prune.yaml").read_text())
         assert record["pruned_encoder_layers"] == pruned
-        assert record["rank"] == i
-        cand = yaml.safe_load((d / "candidate.yaml").read_text())
-        assert cand["pruned"] == pruned
-        assert cand["score"] == pytest.approx(1.0 - 0.1 * (i - 1))
-    assert sorted(p.name for p in out.iterdir()) == ["cand01", "cand02", "cand03", "models.scp"]
+        # Learnable parameters only: the frontend's mel matrix (a buffer) is not counted.
+        assert record["params_before"] == sum(p.numel() for p in original_model(exp).parameters())
+        cand = records.read_record(d)
+        assert cand.made_from["options"]["prune_encoder"] == pruned
+        assert sorted(cand.files) == ["cand0%d/config.yaml" % i, "cand0%d/prune.yaml" % i,
+                                      f"cand0{i}/{model_name}"]
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [
+        "cand01", "cand02", "cand03", "models.scp"]
+    assert not [p for p in out.iterdir() if ".tmp" in p.name]
 
     run(exp, props, out)  # without the original this time
     assert not (out / "models.scp").read_text().startswith("original")
@@ -91,7 +102,7 @@ def test_proposals_that_do_not_fit_the_model_write_nothing(tmp_path, exp, pruned
 
 
 def test_missing_proposals_file_names_the_stage(tmp_path, exp):
-    with pytest.raises(SystemExit, match="written by comflp_search"):
+    with pytest.raises(SystemExit, match="written by the coarse search, stage 16"):
         run(exp, tmp_path / "none.json", tmp_path / "cands")
 
 
@@ -110,11 +121,38 @@ def test_malformed_proposals_are_reported_before_any_pruning(tmp_path, exp, cont
     assert not out.exists()
 
 
-def test_damaged_candidate_is_rebuilt(tmp_path, exp):
-    props = write_proposals(tmp_path / "p.json", [[2, 3]])
+@pytest.mark.parametrize("damage", ["prune_yaml", "truncated_model", "no_record"])
+def test_damaged_candidate_is_rebuilt(tmp_path, exp, damage):
+    props = write_proposals(tmp_path / "p.json", [[2, 3], [1, 2]])
     out = tmp_path / "cands"
     run(exp, props, out)
-    (out / "cand01" / "prune.yaml").write_text("a: [1,\n")
+    model = out / "cand01" / exp[1].name
+    content = model.read_bytes()
+    kept = (out / "cand02" / exp[1].name).stat().st_mtime_ns
+    if damage == "prune_yaml":
+        (out / "cand01" / "prune.yaml").write_text("a: [1,\n")
+    elif damage == "truncated_model":
+        model.write_bytes(content[:1000])
+    else:
+        records.record_path(out / "cand01").unlink()
     run(exp, props, out)
-    assert yaml.safe_load((out / "cand01" / "prune.yaml").read_text())[
-        "pruned_encoder_layers"] == [2, 3]
+    assert yaml.safe_load((out / "cand01" / "prune.yaml").read_text())["pruned_encoder_layers"] == [2, 3]
+    assert model.read_bytes() == content  # the same bytes again
+    assert records.check(out / "cand01", records.read_record(out / "cand01").made_from).current
+    assert (out / "cand02" / exp[1].name).stat().st_mtime_ns == kept  # the intact one was kept
+
+
+def test_a_new_original_model_rebuilds_every_candidate(tmp_path, tiny_exp_factory):
+    config, model = tiny_exp_factory(num_blocks=4, decoder_blocks=1)
+    exp_dir = tmp_path / "exp"
+    exp_dir.mkdir()
+    (exp_dir / "config.yaml").write_bytes(config.read_bytes())
+    (exp_dir / model.name).write_bytes(model.read_bytes())
+    props = write_proposals(tmp_path / "p.json", [[2, 3]])
+    out = tmp_path / "cands"
+    run((exp_dir / "config.yaml", exp_dir / model.name), props, out)
+    before = (out / "cand01" / model.name).read_bytes()
+    other = tiny_exp_factory(num_blocks=4, decoder_blocks=1, seed=5)[1]
+    (exp_dir / model.name).write_bytes(other.read_bytes())  # retrained in place, same path
+    run((exp_dir / "config.yaml", exp_dir / model.name), props, out)
+    assert (out / "cand01" / model.name).read_bytes() != before

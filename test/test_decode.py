@@ -6,6 +6,7 @@ import pytest
 import yaml
 from conftest import make_tiny_data_dir
 
+from comflp_espnet import records
 from comflp_espnet.bin import comflp_decode
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,7 +67,8 @@ def test_decodes_all_models_on_the_key_share_and_rerun_skips(setup):
         info = yaml.safe_load((d / "decode_info.yaml").read_text())
         assert info["inference_options"]["beam_size"] == 2
         assert info["inference_options"]["maxlenratio"] == -3.0
-    assert sorted(p.name for p in out.iterdir()) == ["ma", "mb"]  # no temp dirs left
+    assert sorted(p.name for p in out.iterdir()) == [".ma.record.json", ".mb.record.json", "ma", "mb"]
+    assert records.read_record(out / "ma").made_from["options"]["inference"]["beam_size"] == 2
 
     stamps = {n: (out / n / "text").stat().st_mtime_ns for n in ("ma", "mb")}
     decode(setup, out, key_file=setup["share1"])
@@ -75,6 +77,55 @@ def test_decodes_all_models_on_the_key_share_and_rerun_skips(setup):
     # Same output dir, another share: outputs are redone, not reused.
     decode(setup, out, key_file=setup["share2"])
     assert sorted(read_text(out / "ma" / "text")) == setup["keys"][2:]
+    # A changed output is redone even though its times look the same.
+    good = (out / "mb" / "text").read_text()
+    (out / "mb" / "text").write_text("tampered\n")
+    decode(setup, out, key_file=setup["share2"])
+    assert (out / "mb" / "text").read_text() == good
+
+
+def test_unreadable_and_too_short_audio_stop_or_are_skipped(setup):
+    import numpy as np
+    import soundfile
+
+    root = setup["root"] / "bad_audio"
+    data = make_tiny_data_dir(root / "data", num_utts=3, seconds=0.3, seed=3)
+    keys = sorted(read_text(data / "text"))
+    wavs = dict(line.split(maxsplit=1) for line in (data / "wav.scp").read_text().splitlines())
+    soundfile.write(wavs[keys[0]], np.zeros(8, dtype="float32"), 16000)  # 60 bytes: 8 samples
+    Path(wavs[keys[1]]).write_bytes(b"RIFF garbage")
+    scp = root / "models.scp"
+    scp.write_text(f"ma {setup['exp_a'][0]} {setup['exp_a'][1]}\n")
+    cmd = ["--models_scp", str(scp), "--data_path_and_name_and_type", f"{data / 'wav.scp'},speech,sound",
+           "--config", str(setup["conf"]), "--num_workers", "0"]
+    with pytest.raises(SystemExit) as e:
+        comflp_decode.main(cmd + ["--output_dir", str(root / "out1")])
+    assert f"{keys[1]}: {wavs[keys[1]]}" in str(e.value) and "--comflp_skip_bad_utts true" in str(e.value)
+    assert not (root / "out1" / "ma").exists()
+    Path(wavs[keys[1]]).unlink()
+    soundfile.write(wavs[keys[1]], np.zeros(4800, dtype="float32"), 16000)
+    with pytest.raises(SystemExit, match=f"utterance {keys[0]} is too short"):
+        comflp_decode.main(cmd + ["--output_dir", str(root / "out2")])
+    Path(wavs[keys[1]]).write_bytes(b"RIFF garbage")
+    comflp_decode.main(cmd + ["--output_dir", str(root / "out3"), "--skip_bad_utts", "true"])
+    assert sorted(read_text(root / "out3" / "ma" / "text")) == [keys[2]]
+    skipped = (root / "out3" / "ma" / "skipped").read_text()
+    assert f"{keys[0]} too short" in skipped and f"{keys[1]} {wavs[keys[1]]}" in skipped
+    assert records.read_record(root / "out3" / "ma").info["num_skipped"] == 2
+
+
+def test_damaged_model_file_is_named(setup):
+    root = setup["root"] / "damaged_model"
+    root.mkdir()
+    broken = root / "broken.pth"
+    broken.write_bytes(setup["exp_a"][1].read_bytes()[:2000])
+    scp = root / "models.scp"
+    scp.write_text(f"mx {setup['exp_a'][0]} {broken}\n")
+    with pytest.raises(SystemExit) as e:
+        decode(setup, root / "out", models_scp=scp, key_file=setup["share1"])
+    message = str(e.value)
+    assert len(message.splitlines()) == 1
+    assert f"{broken}" in message and "cannot be loaded" in message and "damaged" in message
 
 
 def test_outputs_match_stock_asr_inference(setup):
@@ -123,7 +174,7 @@ def test_check_options_reads_speech2text_without_importing_espnet(tmp_path):
 
     from espnet2.bin.asr_inference import Speech2Text
 
-    from comflp_espnet.bin.comflp_decode import speech2text_parameters_from_source
+    from comflp_espnet.decoding import speech2text_parameters_from_source
 
     from_source = speech2text_parameters_from_source()
     imported = inspect.signature(Speech2Text.__init__).parameters

@@ -12,7 +12,9 @@ import re
 import pytest
 import yaml
 
+from comflp_espnet import records
 from comflp_espnet.bin import comflp_glp, comflp_search_cost
+from comflp_espnet.rundir import RunDir
 
 pytest.register_assert_rewrite("mini_an4_recipe")
 from mini_an4_recipe import ASR_EXP, INFERENCE_TAG, MODEL, TAG, copy_trained_recipe, run_recipe
@@ -133,41 +135,47 @@ def test_choose_needs_a_score_for_every_model(tmp_path):
 
 
 # ------------------------------------------------------------------ comflp_search_cost
-def fake_search(tag_dir, names, reference_seconds="0.5\n0.25\n"):
-    """Timing files and fine-search outputs as asr_comflp.sh leaves them."""
-    timing = tag_dir / "timing"
-    timing.mkdir(parents=True)
-    (timing / "coarse_search").write_text("2.0\n")
-    (timing / "fine_decode").write_text("30.0\n")
-    (timing / "fine_score").write_text("1.0\n")
-    (tag_dir / "states_wall_seconds").write_text("10.0\n")
-    (tag_dir / "matrix_wall_seconds").write_text("0.5\n")
-    fine = tag_dir / "fine_decode"
-    (fine / "hyp" / "original").mkdir(parents=True)
-    (fine / "hyp" / "original" / "decode_time").write_text(reference_seconds)  # one line per job
-    (fine / "models.scp").write_text("".join(f"{n} {n}/config.yaml {n}/m.pth\n" for n in names))
-    (tag_dir / "text").write_text("u1 A\nu2 B\nu3 C\n")
+def recorded(output, seconds):
+    """An output with a freshness record holding its wall-clock seconds."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    if not output.exists():
+        output.mkdir()
+        (output / "x").write_text("x\n")
+    records.write_record(output, records.made_from({}, {}), seconds=seconds)
+
+
+def fake_search(tag_dir, names, reference_seconds="0.5\n0.25\n", method="dp"):
+    """A search's outputs and their records, as asr_comflp.sh leaves them (seconds 10, 0.5, 2, 30, 1)."""
+    run = RunDir(tag_dir.parent)
+    recorded(run.states, 10.0)
+    recorded(run.corr_dir / "dc", 0.5)
+    t = run.tag(tag_dir.name)
+    if not t.proposals.exists():
+        t.root.mkdir(parents=True, exist_ok=True)
+        t.proposals.write_text(json.dumps({"num_layers": 4, "num_prune": 2, "method": method,
+                                           "proposals": [{"rank": 1, "pruned": [1, 2]}]}))
+        recorded(t.proposals, 1.5)
+    t.candidates.mkdir(parents=True, exist_ok=True)
+    t.models_scp.write_text("".join(f"{n} {n}/config.yaml {n}/m.pth\n" for n in names))
+    recorded(t.models_scp, 0.5)
+    (t.fine_hyp / "original").mkdir(parents=True)
+    (t.fine_hyp / "original" / "decode_time").write_text(reference_seconds)  # one line per job
+    (t.fine_decode / "models.scp").write_text(t.models_scp.read_text())
+    recorded(t.fine_decode, 30.0)
+    recorded(t.scores, 1.0)
+    run.fine.mkdir(parents=True, exist_ok=True)
+    (run.fine / "text").write_text("u1 A\nu2 B\nu3 C\n")
+    records.write_record(run.fine, records.made_from({}, {}), info={"num_utts": 3})
 
 
 def cost_cli(tag_dir, method, proposals=None):
-    cmd = ["--method", method, "--tag", tag_dir.name,
-           "--states_seconds", str(tag_dir / "states_wall_seconds"),
-           "--matrix_seconds", str(tag_dir / "matrix_wall_seconds"),
-           "--coarse_search_seconds", str(tag_dir / "timing" / "coarse_search"),
-           "--fine_decode_seconds", str(tag_dir / "timing" / "fine_decode"),
-           "--fine_score_seconds", str(tag_dir / "timing" / "fine_score"),
-           "--fine_models_scp", str(tag_dir / "fine_decode" / "models.scp"),
-           "--fine_hyp_dir", str(tag_dir / "fine_decode" / "hyp"),
-           "--fine_text", str(tag_dir / "text"),
-           "--output_dir", str(tag_dir)]
-    if proposals:
-        cmd += ["--proposals", str(proposals)]
-    comflp_search_cost.main(cmd)
+    comflp_search_cost.main(["--comflp_dir", str(tag_dir.parent), "--tag", tag_dir.name, "--measure", "dc",
+                             "--method", method])
     return read_json(tag_dir / "search_cost.json")
 
 
 def test_search_cost_of_a_comflp_search(tmp_path):
-    tag_dir = tmp_path / "dc_dp_prune4"
+    tag_dir = tmp_path / "comflp" / "dc_dp_prune4"
     fake_search(tag_dir, ["original", "cand01", "cand02", "cand03"])
     cost = cost_cli(tag_dir, "dp")
     assert cost["search_decodes"] == 3  # the top K candidates; the unpruned reference is apart
@@ -185,14 +193,14 @@ def test_search_cost_of_a_comflp_search(tmp_path):
 
 
 def test_search_cost_leaves_out_parts_a_method_does_not_use(tmp_path):
-    tag_dir = tmp_path / "dc_drop_last_prune4"
-    fake_search(tag_dir, ["original", "cand01"])
+    tag_dir = tmp_path / "comflp" / "dc_drop_last_prune4"
+    fake_search(tag_dir, ["original", "cand01"], method="drop_last")
     cost = cost_cli(tag_dir, "drop_last")
     assert cost["search_decodes"] == 1
     assert cost["counted"] == ["coarse_search", "fine_decode", "fine_score"]
     assert cost["search_seconds"] == pytest.approx(33.0 - 0.75)
     # A part that was not timed leaves the total empty rather than wrong.
-    (tag_dir / "timing" / "coarse_search").unlink()
+    records.record_path(tag_dir / "candidates" / "models.scp").unlink()
     cost = cost_cli(tag_dir, "drop_last")
     assert cost["search_seconds"] is None and cost["not_recorded"] == ["coarse_search"]
 
@@ -291,8 +299,8 @@ def test_glp_search_cost_counts_its_decodes(glp_run):
 @pytest.mark.recipe
 def test_glp_rerun_resumes_from_completed_steps(glp_run):
     log = glp_run["rerun"].stdout
-    assert re.search(r"Greedy step 1/2: .*step01/step.json exists; skipping", log)
-    assert re.search(r"Greedy step 2/2: .*step02/step.json exists; skipping", log)
+    assert re.search(r"Greedy step 1/2: .*step01/step.json is current; skipping", log)
+    assert re.search(r"Greedy step 2/2: .*step02/step.json is current; skipping", log)
     assert "Decoding" not in log
     assert read_json(glp_run["tag"] / "proposals.json")["proposals"][0]["pruned"] == \
         read_json(glp_run["tag"] / "glp" / "step02" / "step.json")["removed"]

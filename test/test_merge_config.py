@@ -3,7 +3,8 @@
 import pytest
 import yaml
 
-from comflp_espnet.bin.comflp_merge_config import main, merge
+from comflp_espnet.bin.comflp_merge_config import main
+from comflp_espnet.config_merge import merge
 
 
 def test_merge_is_recursive_and_overlay_wins():

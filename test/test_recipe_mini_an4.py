@@ -189,6 +189,6 @@ def test_second_run_skips_finished_stages(recipe_run):
     assert "already prepared; skipping" in log
     for n in (5, 10, 11, 14, 15, 16, 17, 18, 19, 21):
         assert re.search(rf"Stage {n}: .*skipping", log), f"stage {n} did not skip"
-    assert "score exists; skipping" in log
+    assert "score is current; skipping" in log
     assert "Decoding started" not in log and "training started" not in log
     assert recipe_run["second_seconds"] < recipe_run["first_seconds"] / 2

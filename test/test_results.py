@@ -18,7 +18,7 @@ def inputs(tmp_path):
     (winner / "prune.yaml").write_text(yaml.safe_dump({
         "pruned_encoder_layers": [3, 4], "num_encoder_layers_before": 12,
         "num_encoder_layers_after": 10, "params_before": 30_000_000,
-        "params_after": 27_000_000, "score": 0.91, "rank": 2,
+        "params_after": 27_000_000,
     }))
     scores = tmp_path / "test_decode" / "test" / "scores"
     scores.mkdir(parents=True)
@@ -51,6 +51,7 @@ def test_section_has_espnet_results_content(tmp_path, inputs):
     assert "## Environments" in text and "- espnet version: `espnet " in text
     assert "- Removed encoder layers: 3, 4 (12 -> 10 layers)" in text
     assert "- Params: 30.00 M -> 27.00 M (-10.0%)" in text
+    assert "- Coarse score: 0.9100 (coarse rank 2)" in text  # from the ranking
     assert "![dc correlation between h_0..h_L](corr/dc.png)" in text
     assert "|1|cand02|3,4|2|0.9100|5.0|10.0|27.00|12.5|" in text
     cer_block = text.split("### CER")[1].split("### WER")[0]
@@ -130,7 +131,7 @@ def test_version_of_a_package_run_from_a_checkout(tmp_path, inputs, monkeypatch)
 ])
 def test_damaged_inputs_are_named_and_nothing_is_written(tmp_path, inputs, damage, message):
     if damage == "no_counts":
-        (inputs["scores"] / "scores.json").write_text(json.dumps({"models": {"pruned": {}}}))
+        (inputs["scores"] / "scores.json").write_text(json.dumps({"metric": "cer", "models": {"pruned": {}}}))
     else:
         (inputs["winner"] / "prune.yaml").write_text("a: [1,\n")
     output = tmp_path / "RESULTS.md"

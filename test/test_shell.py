@@ -137,6 +137,31 @@ def test_run_local_runs_jobs_in_parallel(tmp_path):
     assert r.returncode == 0, r.stderr
 
 
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 CPU cores to run 2 jobs at once")
+def test_run_local_uses_every_core_whatever_omp_num_threads_says(tmp_path):
+    # As path.sh sets it: one thread per job, which "nproc" alone would take as one core in all.
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    script = (
+        'echo "threads=$OMP_NUM_THREADS"; echo "start=$(date +%s.%N)"; touch "$1/$0.started"; '
+        'for i in $(seq 100); do [ -e "$1/$((3 - $0)).started" ] && break; sleep 0.1; done; '
+        'sleep 0.3; echo "end=$(date +%s.%N)"'
+    )
+    r = subprocess.run(
+        [RUN_LOCAL, "JOB=1:2", str(tmp_path / "omp.JOB.log"), "bash", "-c", script, "JOB", str(tmp_path)],
+        env=env, capture_output=True, text=True, timeout=60,
+    )
+    assert r.returncode == 0, r.stderr
+    spans = []
+    for n in (1, 2):
+        lines = (tmp_path / f"omp.{n}.log").read_text().splitlines()
+        values = dict(line.split("=", 1) for line in lines if not line.startswith("#") and "=" in line)
+        assert values["threads"] == "1"  # each job keeps the thread setting it was given
+        spans.append((float(values["start"]), float(values["end"])))
+        assert any(line.startswith("# Running on ") for line in lines)
+    (start1, end1), (start2, end2) = spans
+    assert start2 < end1 and start1 < end2, f"jobs ran one after the other: {spans}"
+
+
 # ------------------------------------------------------------------ split_keys
 @pytest.mark.parametrize("lines, parts", [(10, 3), (5, 5), (7, 1), (4, 2)])
 def test_split_keys_contiguous_and_balanced(tmp_path, lines, parts):
@@ -269,7 +294,6 @@ def test_asr_exp_naming_with_bpe_and_speed_perturbation(recipe):
     [
         (["--comflp_measure", "pearson"], "unknown --comflp_measure 'pearson'"),
         (["--comflp_search", "annealing"], "unknown --comflp_search 'annealing'"),
-        (["--comflp_num_prune", "2", "--comflp_keep", "2"], "not both"),
         (["--comflp_protect", "1;2"], "--comflp_protect must list layer numbers"),
         (["--no_such_option", "1"], "unknown option --no_such_option"),
         (["--comflp_finetune", "maybe"], 'expected "true" or "false"'),
@@ -294,6 +318,21 @@ def test_num_prune_must_leave_a_layer(recipe):
         assert r.returncode != 0
         assert msg in r.stderr
     assert_nothing_made(recipe)
+
+
+def test_the_later_of_num_prune_and_keep_wins(recipe):
+    # run.sh passes its --comflp_num_prune before "$@": a user's --comflp_keep must override it.
+    fake_experiment(recipe / "exp" / "m", num_blocks=12)
+    # Stage 18 alone stops at once, naming the search directory, hence the tag.
+    common = [*BASE_OPTS, "--asr_exp", "exp/m", "--stage", "18", "--stop_stage", "18"]
+    r = comflp(recipe, *common, "--comflp_num_prune", "4", "--comflp_keep", "8")
+    assert "not both" not in r.stderr and "dc_dp_prune4" in r.stderr  # keep 8 of 12 = prune 4
+    r = comflp(recipe, *common, "--comflp_num_prune", "4", "--comflp_keep", "9")
+    assert "dc_dp_prune3" in r.stderr
+    r = comflp(recipe, *common, "--comflp_keep", "9", "--comflp_num_prune", "5")
+    assert "dc_dp_prune5" in r.stderr
+    r = comflp(recipe, *common, "--comflp_keep", "12")
+    assert r.returncode != 0 and "--comflp_keep 12 must be smaller than the 12 encoder layers" in r.stderr
 
 
 def test_unsupported_encoder_is_rejected(recipe):
@@ -360,7 +399,9 @@ def test_stage_whose_input_is_missing_names_the_stage(recipe):
     assert r.returncode != 0 and "run stage 14 first" in r.stderr
     r = comflp(recipe, *BASE_OPTS, "--stage", "18", "--stop_stage", "18",
                "--asr_exp", "exp/m", "--comflp_num_prune", "2")
-    assert r.returncode != 0 and "run stage 17 first" in r.stderr
+    # Nothing was made: every stage that makes what stage 18 reads is named.
+    assert r.returncode != 0 and "stage 18 reads exp/m/comflp/dc_dp_prune2/fine_decode" in r.stderr
+    assert "run stages 14-17 first (--stage 14)" in r.stderr
 
 
 def test_help_lists_comflp_options_with_defaults(recipe):

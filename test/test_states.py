@@ -9,7 +9,7 @@ import soundfile
 import torch
 import yaml
 
-from comflp_espnet.bin.comflp_dump import run_dump
+from comflp_espnet.dumping import DumpError, run_dump
 from comflp_espnet.model_io import load_asr_model
 from comflp_espnet.state_archive import load_states, read_info
 from comflp_espnet.states import EncoderStateCollector, frame_subset, masked_mean
@@ -158,19 +158,36 @@ def test_frame_pooling_archive_layout(transformer_model, tmp_path):
     assert len(states) == 4 and all(s.shape == (12, 16) for s in states)
 
 
-def test_too_short_utterances_skipped_and_counted(transformer_model, tmp_path, caplog):
+@pytest.mark.parametrize("samples", [330, 8])  # 6 frames < the 7 conv2d needs; 8 samples: a 60-byte wav
+def test_too_short_utterances_stop_unless_skipped(transformer_model, tmp_path, caplog, samples):
     model, train_args, _, _ = transformer_model
     data = make_tiny_data_dir(tmp_path / "data", num_utts=4, seed=1)
-    # 6 feature frames (hop 64) < 7 needed by conv2d subsampling.
     short_wav = tmp_path / "data" / "wavs" / "spk1-utt001.wav"
-    soundfile.write(short_wav, np.zeros(330, dtype=np.float32) + 0.01, 16000)
+    soundfile.write(short_wav, np.zeros(samples, dtype=np.float32) + 0.01, 16000)
     triple = [(str(data / "wav.scp"), "speech", "sound")]
+    with pytest.raises(DumpError, match="spk1-utt001 .*too short.*--comflp_skip_bad_utts true"):
+        run_dump(model, train_args, triple, str(tmp_path / "e"), batch_size=2)
+    assert not (tmp_path / "e").exists()
     with caplog.at_level(logging.WARNING):
-        info = run_dump(model, train_args, triple, str(tmp_path / "s"), batch_size=2)
+        info = run_dump(model, train_args, triple, str(tmp_path / "s"), batch_size=2, skip_bad_utts=True)
     assert info["num_skipped"] == 1 and info["skipped_keys"] == ["spk1-utt001"]
+    assert "too short" in info["skipped_reasons"]["spk1-utt001"]
     assert info["num_utts"] == 3
     assert "spk1-utt001" not in dict(kaldiio.load_scp(str(tmp_path / "s" / "states.scp")))
-    assert "too short" in caplog.text
+    assert "spk1-utt001 (too short" in caplog.text
+
+
+def test_unreadable_audio_is_named_unless_skipped(transformer_model, tmp_path):
+    model, train_args, _, _ = transformer_model
+    data = make_tiny_data_dir(tmp_path / "data", num_utts=3, seed=2)
+    bad = tmp_path / "data" / "wavs" / "spk0-utt002.wav"
+    bad.write_bytes(b"RIFF" + bytes(56))
+    triple = [(str(data / "wav.scp"), "speech", "sound")]
+    with pytest.raises(DumpError) as e:
+        run_dump(model, train_args, triple, str(tmp_path / "e"), batch_size=2)
+    assert f"spk0-utt002: {bad}" in str(e.value) and "--comflp_skip_bad_utts true" in str(e.value)
+    info = run_dump(model, train_args, triple, str(tmp_path / "s"), batch_size=2, skip_bad_utts=True)
+    assert info["skipped_keys"] == ["spk0-utt002"] and info["num_utts"] == 2
 
 
 def _dump_cli(config, model_file, data, out, *extra):

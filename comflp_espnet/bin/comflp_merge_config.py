@@ -19,56 +19,13 @@ on the data twice.  The output is written atomically.
 
 import argparse
 import logging
-from typing import Any, Dict, List, Optional
+from typing import List, Optional
 
 import yaml
 
 from comflp_espnet.atomic import atomic_output_file
 from comflp_espnet.cli import exit_on_error, new_parser, read_yaml_mapping, setup_logging
-
-# Options asr_comflp.sh's fine-tuning stage passes to asr_train on the command
-# line, options that describe the original run's devices and processes, and
-# entries ESPnet records in config.yaml that its parser does not accept back.
-DEFAULT_DROP = (
-    "config",
-    "print_config",
-    "collect_stats",
-    "write_collected_feats",
-    "train_data_path_and_name_and_type",
-    "valid_data_path_and_name_and_type",
-    "train_shape_file",
-    "valid_shape_file",
-    "fold_length",
-    "output_dir",
-    "init_param",
-    "resume",
-    "ngpu",
-    "dist_backend",
-    "dist_init_method",
-    "dist_world_size",
-    "dist_rank",
-    "local_rank",
-    "dist_master_addr",
-    "dist_master_port",
-    "dist_launcher",
-    "multiprocessing_distributed",
-    "distributed",
-    # Recorded by ESPnet in config.yaml but not options of its parser.
-    "required",
-    "version",
-)
-
-
-def merge(base: Dict[str, Any], overlay: Dict[str, Any]) -> Dict[str, Any]:
-    """Recursive merge; the overlay wins, mappings are merged key by key."""
-    merged = dict(base)
-    for key, value in overlay.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
+from comflp_espnet.config_merge import DEFAULT_DROP, merge
 
 def get_parser() -> argparse.ArgumentParser:
     parser = new_parser(

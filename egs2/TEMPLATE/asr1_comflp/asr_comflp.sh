@@ -112,6 +112,8 @@ comflp_finetune=false       # Fine-tune the winner (stage 19).
 comflp_finetune_config=conf/comflp/finetune.yaml  # Overlay on the winner's config.yaml.
 comflp_finetune_args=       # Extra asr_train options for fine-tuning, e.g. "--max_epoch 5".
 comflp_pack=false           # Pack the final model (stage 21).
+comflp_skip_bad_utts=false  # Skip (and list) unreadable or too short utterances instead of stopping.
+comflp_lock_wait=0          # Seconds to wait for another run on the same --comflp_dir (0: stop at once).
 # ---- options: end
 
 help_message=$(cat << EOF
@@ -183,10 +185,15 @@ Options:
     --comflp_finetune_config # Overlay config for fine-tuning (default="${comflp_finetune_config}").
     --comflp_finetune_args   # Extra asr_train options for fine-tuning (default="${comflp_finetune_args}").
     --comflp_pack            # Pack the final model in stage 21 (default="${comflp_pack}").
+    --comflp_skip_bad_utts   # Skip (and list) utterances whose audio is unreadable or too short for the
+                             # encoder, instead of stopping (default="${comflp_skip_bad_utts}").
+    --comflp_lock_wait       # Seconds to wait for another run using the same --comflp_dir; 0 stops at
+                             # once, naming it (default="${comflp_lock_wait}").
 EOF
 )
 
-log "$0 $*"
+comflp_command_line="$0 $*"
+log "${comflp_command_line}"
 
 # ------------------------------------------------------------------ option routing
 # Option names declared between the "options" markers of a script (asr.sh and asr_minimal.sh
@@ -232,6 +239,10 @@ while [ $# -gt 0 ]; do
             fi
             _name=${_name#--}
             _name=${_name//-/_}
+            # The later of --comflp_num_prune / --comflp_keep wins (run.sh passes its defaults first).
+            case "${_name}" in
+                comflp_num_prune|comflp_keep) depth_option=${_name} ;;
+            esac
             if [ "${_name}" = config ]; then
                 own_args+=(--config "${_value}")
                 forward_args+=(--config "${_value}")
@@ -254,12 +265,19 @@ while [ $# -gt 0 ]; do
 done
 set -- "${own_args[@]+"${own_args[@]}"}"
 . "${comflp_template_dir}/scripts/parse_options.sh"
+if [ -n "${comflp_num_prune}" ] && [ -n "${comflp_keep}" ]; then
+    if [ "${depth_option:-}" = comflp_keep ]; then
+        comflp_num_prune=
+    else
+        comflp_keep=
+    fi
+fi
 
 . ./path.sh
 . ./cmd.sh
 
 for _name in stage stop_stage nj inference_nj ngpu num_nodes batch_size comflp_calib_nutt comflp_seed \
-        comflp_topk comflp_beam_size comflp_fine_nutt; do
+        comflp_topk comflp_beam_size comflp_fine_nutt comflp_lock_wait; do
     [[ "${!_name}" =~ ^[0-9]+$ ]] || die "--${_name} must be a non-negative integer, got '${!_name}'"
 done
 asr_stages_requested=false
@@ -333,9 +351,6 @@ PYEOF
         mean|sum|min) ;;
         *) die "unknown --comflp_aggregate '${comflp_aggregate}'; choose one of: mean sum min" ;;
     esac
-    if [ -n "${comflp_num_prune}" ] && [ -n "${comflp_keep}" ]; then
-        die "give --comflp_num_prune or --comflp_keep, not both"
-    fi
     for _name in comflp_num_prune comflp_keep comflp_max_run; do
         if [ -n "${!_name}" ] && ! [[ "${!_name}" =~ ^[1-9][0-9]*$ ]]; then
             die "--${_name} must be a positive integer, got '${!_name}'"
@@ -376,13 +391,13 @@ if runs_any 16 17 20; then
         ${inference_config:+--config "${inference_config}"} ${inference_args} \
         || die "fix the decoding options of --inference_config '${inference_config}' / --inference_args '${inference_args}' (see above)"
 fi
+if [ ! -f "${comflp_finetune_config}" ] && [ "${comflp_finetune_config}" = conf/comflp/finetune.yaml ]; then
+    # The recipe has no overlay of its own: the plugin-wide default (conf/ of the template is
+    # the plugin's top-level conf/, linked in the plugin tree and copied into ESPnet checkouts).
+    _default="${comflp_template_dir}/conf/comflp/finetune.yaml"
+    [ -f "${_default}" ] && comflp_finetune_config=$(cd "$(dirname "${_default}")" && pwd)/finetune.yaml
+fi
 if "${comflp_finetune}" && runs_any 19; then
-    if [ ! -f "${comflp_finetune_config}" ] && [ "${comflp_finetune_config}" = conf/comflp/finetune.yaml ]; then
-        # The recipe has no overlay of its own: the plugin-wide default (conf/ of the template is
-        # the plugin's top-level conf/, linked in the plugin tree and copied into ESPnet checkouts).
-        _default="${comflp_template_dir}/conf/comflp/finetune.yaml"
-        [ -f "${_default}" ] && comflp_finetune_config=$(cd "$(dirname "${_default}")" && pwd)/finetune.yaml
-    fi
     check_yaml_mapping comflp_finetune_config "${comflp_finetune_config}"
 fi
 if runs_any 20 && [ -z "${eval_sets}" ]; then
@@ -401,147 +416,70 @@ if [ "${stop_stage}" -lt 14 ]; then
     exit 0
 fi
 
-# ------------------------------------------------------------------ checks of the trained model and data
-# A file with settings next to an output: a rerun with other settings stops instead of silently
-# reusing the old output.
-check_settings() {
-    local file=$1 settings=$2
-    if [ -f "${file}" ] && [ "$(cat "${file}")" != "${settings}" ]; then
-        die "$(dirname "${file}") was made with other settings.
-    then: $(cat "${file}")
-    now:  ${settings}
-  Remove $(dirname "${file}") (and what was made from it), or choose another --comflp_dir / --comflp_tag."
-    fi
-}
-write_settings() {
-    printf '%s\n' "$2" > "$1.tmp"
-    mv "$1.tmp" "$1"
-}
-
-calib_dir="${comflp_dir}/calib"
-states_dir="${comflp_dir}/states"
-corr_dir="${comflp_dir}/corr"
-corr_file="${corr_dir}/${comflp_measure}.npy"
-heatmap_file="${corr_dir}/${comflp_measure}.png"
-fine_dir="${comflp_dir}/fine"
-
-if runs_any 14 16 17 19 20 21; then
-    for _f in "${asr_train_config}" "${asr_model_file}"; do
-        if [ ! -f "${_f}" ]; then
-            die "no trained model: ${_f} does not exist.
-  Train one with stages 1-13 (asr.sh; training is stage 11), or point --asr_exp (now ${asr_exp})
-  and --inference_asr_model (now ${inference_asr_model}) to an existing experiment."
-        fi
-    done
-fi
-if [ -f "${asr_train_config}" ] && [ -f "${asr_model_file}" ]; then
-    read -r encoder_type num_layers <<< "$(${python} - "${asr_train_config}" <<'PYEOF'
-import sys
-
-import yaml
-
-with open(sys.argv[1], encoding="utf-8") as f:
-    conf = yaml.safe_load(f) or {}
-print(conf.get("encoder", "?"), (conf.get("encoder_conf") or {}).get("num_blocks", "?"))
-PYEOF
-)"
-    # Token list, BPE model and feature statistics are named relative to the directory where asr.sh
-    # trained the model: a wrong working directory fails here rather than inside a job.
-    ${python} - "${asr_train_config}" <<'PYEOF' || die "run the CoMFLP stages from the recipe directory where the model was trained (see above)"
-import sys
-
-from comflp_espnet.model_io import check_config_paths, read_train_config
-
-try:
-    check_config_paths(read_train_config(sys.argv[1]), sys.argv[1])
-except (FileNotFoundError, ValueError) as e:
-    sys.exit(f"Error: {e}")
-PYEOF
-    [[ "${num_layers}" =~ ^[0-9]+$ ]] \
-        || die "${asr_train_config}: no encoder_conf.num_blocks; CoMFLP prunes transformer, conformer, branchformer and e_branchformer encoders"
-    case "${encoder_type}" in
-        transformer|conformer|branchformer|e_branchformer) ;;
-        *) die "${asr_train_config}: encoder '${encoder_type}' is not supported (transformer, conformer, branchformer, e_branchformer)" ;;
-    esac
-    if [ -n "${comflp_keep}" ]; then
-        [ "${comflp_keep}" -lt "${num_layers}" ] \
-            || die "--comflp_keep ${comflp_keep} must be smaller than the ${num_layers} encoder layers of ${asr_train_config}"
-        num_prune=$((num_layers - comflp_keep))
-    elif [ -n "${comflp_num_prune}" ]; then
-        [ "${comflp_num_prune}" -lt "${num_layers}" ] \
-            || die "--comflp_num_prune ${comflp_num_prune} must be smaller than the ${num_layers} encoder layers of ${asr_train_config}"
-        num_prune=${comflp_num_prune}
+# ------------------------------------------------------------------ the run directory
+# The CoMFLP stages' Python side (comflp_espnet.stages) owns the layout of --comflp_dir, the
+# freshness records of its outputs and the checks; this script runs the job arrays around it.
+comflp_stages=
+for _s in 14 15 16 17 18 19 20 21; do
+    run_stage "${_s}" || continue
+    { [ "${_s}" = 19 ] && ! "${comflp_finetune}"; } && continue
+    { [ "${_s}" = 21 ] && ! "${comflp_pack}"; } && continue
+    comflp_stages+="${_s} "
+done
+bpemodel=
+if [ "${token_type}" = bpe ]; then
+    if [ "${lang}" != noinfo ]; then
+        bpemodel="data/${lang}_token_list/bpe_${bpemode}${nbpe}/bpe.model"
     else
-        num_prune=$((num_layers / 2))
-        log "Info: --comflp_num_prune not given: removing half of the ${num_layers} encoder layers (${num_prune})"
-    fi
-    if [ -n "${comflp_protect}" ]; then
-        for _layer in ${comflp_protect//,/ }; do
-            [ "${_layer}" -le "${num_layers}" ] \
-                || die "--comflp_protect ${comflp_protect}: layer ${_layer} does not exist (the encoder has ${num_layers} layers)"
-        done
-    fi
-    [ -z "${comflp_tag}" ] && comflp_tag="${comflp_measure}_${comflp_search}_prune${num_prune}"
-fi
-if [ -z "${comflp_tag}" ]; then
-    # Stages that only read existing outputs (15, 18): the tag from the options alone.
-    if [ -n "${comflp_num_prune}" ]; then
-        comflp_tag="${comflp_measure}_${comflp_search}_prune${comflp_num_prune}"
-    else
-        die "--comflp_num_prune (or --comflp_tag) is needed to find the search directory"
+        bpemodel="data/token_list/bpe_${bpemode}${nbpe}/bpe.model"
     fi
 fi
-tag_dir="${comflp_dir}/${comflp_tag}"
-
-# data dir of a set name as asr.sh lays them out: <data_feats>/<set>, else <data_feats>/org/<set>
-find_data_dir() {
-    if [ -d "${data_feats}/$1" ]; then
-        echo "${data_feats}/$1"
-    elif [ -d "${data_feats}/org/$1" ]; then
-        echo "${data_feats}/org/$1"
-    else
-        echo ""
-    fi
+# Every option the stages' Python side reads, as --name=value (values may start with "--").
+stage_opts=(
+    "--comflp_dir=${comflp_dir}" "--asr_exp=${asr_exp}" "--comflp_tag=${comflp_tag}"
+    "--inference_asr_model=${inference_asr_model}" "--data_feats=${data_feats}"
+    "--train_set=${train_set}" "--valid_set=${valid_set}" "--fine_set=${comflp_fine_set}"
+    "--eval_sets=${eval_sets}" "--audio_format=${audio_format}" "--token_type=${token_type}"
+    "--nlsyms_txt=${nlsyms_txt}" "--inference_config=${inference_config}"
+    "--inference_args=${inference_args}" "--inference_tag=${inference_tag}" "--batch_size=${batch_size}"
+    "--nj=${nj}" "--inference_nj=${inference_nj}" "--ngpu=${ngpu}" "--gpu_inference=${gpu_inference}"
+    "--calib_nutt=${comflp_calib_nutt}" "--seed=${comflp_seed}" "--pooling=${comflp_pooling}"
+    "--dump_args=${comflp_dump_args}" "--measure=${comflp_measure}"
+    "--dc_batch_size=${comflp_dc_batch_size}" "--search=${comflp_search}"
+    "--num_prune=${comflp_num_prune}" "--keep=${comflp_keep}" "--topk=${comflp_topk}"
+    "--beam_size=${comflp_beam_size}" "--aggregate=${comflp_aggregate}"
+    "--keep_first=${comflp_keep_first}" "--keep_last=${comflp_keep_last}" "--max_run=${comflp_max_run}"
+    "--protect=${comflp_protect}" "--fine_nutt=${comflp_fine_nutt}" "--finetune=${comflp_finetune}"
+    "--finetune_config=${comflp_finetune_config}" "--finetune_args=${comflp_finetune_args}"
+    "--skip_bad_utts=${comflp_skip_bad_utts}" "--asr_stats_dir=${asr_stats_dir}"
+    "--feats_normalize=${feats_normalize}" "--bpemodel=${bpemodel}" "--stages=${comflp_stages}"
+)
+# stage_tool COMMAND [OPTION...]: comflp_stage with the run's options (an error is one line on stderr).
+stage_tool() {
+    ${python} -m comflp_espnet.bin.comflp_stage "$@" "${stage_opts[@]}"
 }
-# check_subset_source OPTION SET_DIR NUTT WHAT
-check_subset_source() {
-    local scp
-    read -r scp _ <<< "$(input_spec "$2" "${audio_format}")"
-    [ -f "$2/${scp}" ] || die "$2/${scp} not found ($4 source). Run stages 3-4 (asr.sh) first, or check $1"
-    local available
-    available=$(num_lines "$2/${scp}")
-    if [ "$3" -gt "${available}" ]; then
-        die "$4: $2 has ${available} utterances, fewer than the $3 requested; lower the number (0 = all) or choose another set ($1)"
-    fi
+# stage_eval COMMAND [OPTION...]: stage_tool, and the shell assignments it prints evaluated here.
+stage_eval() {
+    local out
+    out=$(stage_tool "$@") || exit 2
+    eval "${out}"
 }
 
-calib_source="${data_feats}/${train_set}"
-calib_settings="source=${calib_source} num_utts=${comflp_calib_nutt} seed=${comflp_seed}"
-states_settings="model=${asr_model_file} calib=(${calib_settings}) pooling=${comflp_pooling} args=${comflp_dump_args}"
-if run_stage 14 && [ ! -f "${states_dir}/states_info.yaml" ]; then
-    [ -n "${train_set}" ] || die "--train_set is required for stage 14"
-    if [ ! -d "${calib_dir}" ]; then
-        check_subset_source "--train_set/--comflp_calib_nutt" "${calib_source}" "${comflp_calib_nutt}" "calibration set"
-    fi
-fi
-fine_source=
-if [ -n "${comflp_fine_set}" ]; then
-    fine_source=$(find_data_dir "${comflp_fine_set}")
-fi
-fine_settings="source=${fine_source} num_utts=${comflp_fine_nutt} seed=${comflp_seed}"
-if { run_stage 17 || { run_stage 16 && [ "${comflp_search}" = glp ]; }; } && [ ! -d "${fine_dir}" ]; then
-    [ -n "${comflp_fine_set}" ] || die "--comflp_fine_set (or --valid_set) is required for stage 17 (and for stage 16 with --comflp_search glp)"
-    [ -n "${fine_source}" ] \
-        || die "fine-search set '${comflp_fine_set}' not found in ${data_feats}/ (nor ${data_feats}/org/): run stages 3-4 or fix --comflp_fine_set"
-    check_subset_source "--comflp_fine_set/--comflp_fine_nutt" "${fine_source}" "${comflp_fine_nutt}" "fine-search set"
-fi
-if run_stage 20; then
-    for dset in ${eval_sets}; do
-        [ -d "${data_feats}/${dset}" ] || die "test set ${data_feats}/${dset} not found: run stages 3-4 or fix --test_sets"
-    done
-fi
+# All checks before any work: the model, the data sets and their sizes.  Sets num_layers,
+# num_prune, comflp_tag and the paths (tag_dir, states_dir, corr_file, fine_dir, scores_dir, ...).
+stage_eval check
 
-# The command for jobs of stage 14 and the decoding stages, as asr.sh picks them.
+# One run at a time per --comflp_dir (see comflp_espnet.runlock): a second run stops naming this one.
+mkdir -p "${comflp_dir}"
+exec 9<>"${lock_file}"
+stage_tool lock --fd 9 --pid $$ "--command_line=${comflp_command_line}" --lock_wait "${comflp_lock_wait}" \
+    || exit 2
+trap 'stage_tool unlock --fd 9 || true' EXIT
+# Under the lock, the checks that read the run directory: the options of the outputs every search
+# of --comflp_dir shares, and the outputs the first stage reads.
+stage_tool check_run_dir || exit 2
+
+# The commands for jobs of stage 14 and the decoding stages, as asr.sh picks them.
 if [ "${ngpu}" -gt 0 ]; then
     dump_cmd="${cuda_cmd} --gpu 1"
     dump_ngpu=1
@@ -557,409 +495,192 @@ else
     infer_ngpu=0
 fi
 
-# decode_models MODELS_SCP DATA_DIR OUT_DIR: comflp_decode over --inference_nj jobs (each job
-# decodes its share with every model), merged into OUT_DIR/hyp/<name>/.
+# decode_models MODELS_SCP DATA_DIR OUT_DIR [--score_dir DIR] [--label_prefix P]: every model on
+# the data set in --inference_nj jobs (scripts/decode_models.sh), into OUT_DIR/hyp/<name>/.
 decode_models() {
-    local models_scp=$1 data=$2 out=$3 scp type name f
-    local logdir="${out}/logdir"
-    read -r scp type <<< "$(input_spec "${data}" "${audio_format}")"
-    local _nj
-    _nj=$(min "${inference_nj}" "$(num_lines "${data}/${scp}")")
-    mkdir -p "${logdir}"
-    # Keys are split afresh; comflp_decode keeps a job's finished models when its keys are unchanged.
-    split_into_jobs "${data}/${scp}" "${_nj}" "${logdir}/keys.JOB.scp"
-    local _opts=
-    [ -n "${inference_config}" ] && _opts+="--config ${inference_config} "
-    log "Decoding $(num_lines "${models_scp}") model(s) on ${data} in ${_nj} job(s)... log: '${logdir}/decode.*.log'"
-    # shellcheck disable=SC2086
-    run_or_show_log "${logdir}/decode.*.log" \
-        ${infer_cmd} JOB=1:"${_nj}" "${logdir}"/decode.JOB.log \
-        ${python} -m comflp_espnet.bin.comflp_decode \
-            --models_scp "${models_scp}" \
-            --data_path_and_name_and_type "${data}/${scp},speech,${type}" \
-            --key_file "${logdir}"/keys.JOB.scp \
-            --output_dir "${logdir}"/output.JOB \
-            --ngpu "${infer_ngpu}" \
-            --batch_size "${batch_size}" \
-            ${_opts} ${inference_args}
-    rm -rf "${out}/hyp.tmp"
-    mkdir -p "${out}/hyp.tmp"
-    while read -r name _; do
-        [ -n "${name}" ] || continue
-        mkdir -p "${out}/hyp.tmp/${name}"
-        for f in text token score; do
-            cat_jobs "${_nj}" "${logdir}/output.JOB/${name}/${f}" | LC_ALL=C sort -k1,1 > "${out}/hyp.tmp/${name}/${f}"
-        done
-        # One line per job; comflp_score sums them.
-        for f in decode_time num_utts; do
-            cat_jobs "${_nj}" "${logdir}/output.JOB/${name}/${f}" > "${out}/hyp.tmp/${name}/${f}"
-        done
-    done < "${models_scp}"
-    rm -rf "${out}/hyp"
-    mv "${out}/hyp.tmp" "${out}/hyp"
-}
-
-# score_models REF HYP_DIR OUT_DIR [comflp_score options...]: CER and WER of every model under
-# HYP_DIR (<name>/text) against the Kaldi text REF.
-score_models() {
-    local ref=$1 hyp=$2 out=$3
+    local models=$1 data=$2 out=$3
     shift 3
-    local opts=()
-    [ "${nlsyms_txt}" != none ] && opts+=(--nlsyms_txt "${nlsyms_txt}")
-    ${python} -m comflp_espnet.bin.comflp_score \
-        --ref "${ref}" \
-        --hyp_dir "${hyp}" \
-        --token_type "${token_type}" \
-        --output_dir "${out}" \
-        "${opts[@]+"${opts[@]}"}" "$@" \
-        || die "scoring ${hyp} failed"
+    "${comflp_template_dir}/scripts/decode_models.sh" \
+        --cmd "${infer_cmd}" --python "${python}" --nj "${inference_nj}" --ngpu "${infer_ngpu}" \
+        --batch_size "${batch_size}" --inference_config "${inference_config}" \
+        --inference_args "${inference_args}" --audio_format "${audio_format}" \
+        --skip_bad_utts "${comflp_skip_bad_utts}" --token_type "${token_type}" \
+        --nlsyms_txt "${nlsyms_txt}" "$@" "${models}" "${data}" "${out}" || exit 2
 }
 
-# make_subset SOURCE NUM_UTTS OUT SETTINGS WHAT: the seeded subset of the data dir SOURCE (all
-# of it for NUM_UTTS 0); an existing OUT made with the same SETTINGS is kept.
-make_subset() {
-    local source=$1 num_utts=$2 out=$3 settings=$4 what=$5
-    if [ -d "${out}" ]; then
-        check_settings "${out}/.settings" "${settings}"
-        return 0
+# subset_text NUM_UTTS: how a subset of NUM_UTTS utterances is described in the log.
+subset_text() {
+    if [ "$1" -eq 0 ]; then
+        echo "all utterances"
+    else
+        echo "$1 utterances (seed ${comflp_seed})"
     fi
-    ${python} -m comflp_espnet.bin.comflp_subset \
-        --data_dir "${source}" \
-        --num_utts "${num_utts}" \
-        --seed "${comflp_seed}" \
-        --output_dir "${out}" || die "making the ${what} failed"
-    cp "${source}/feats_type" "${out}/" 2>/dev/null || true
-    cp "${source}/audio_format" "${out}/" 2>/dev/null || true
-    write_settings "${out}/.settings" "${settings}"
 }
 
 # ================================================================================ CoMFLP stages
 if run_stage 14; then
-    if [ -f "${states_dir}/states_info.yaml" ] && [ -f "${states_dir}/states.scp" ]; then
-        check_settings "${states_dir}/.settings" "${states_settings}"
-        log "Stage 14: ${states_dir}/states.scp exists; skipping"
+    stage_eval status --stage 14
+    if [ "${stage_state}" = current ]; then
+        log "Stage 14: ${states_dir}/states.scp is current; skipping"
     else
-        if [ "${comflp_calib_nutt}" -eq 0 ]; then
-            _what="all utterances"
-        else
-            _what="${comflp_calib_nutt} utterances (seed ${comflp_seed})"
-        fi
-        log "Stage 14: Dump encoder states of ${asr_model_file} for calibration data (${_what} of ${calib_source}) -> ${states_dir}"
+        log "Stage 14: Dump encoder states of ${asr_model_file} for calibration data ($(subset_text "${comflp_calib_nutt}") of ${calib_source}) -> ${states_dir}${stage_note:+ (redone: ${stage_note})}"
         _start=$(now_seconds)
-        make_subset "${calib_source}" "${comflp_calib_nutt}" "${calib_dir}" "${calib_settings}" "calibration subset"
-        check_settings "${states_dir}/.settings" "${states_settings}"
-        _logdir="${states_dir}/logdir"
-        rm -rf "${_logdir}" "${states_dir}/states.scp" "${states_dir}/states_info.yaml"
-        mkdir -p "${_logdir}"
-        read -r _scp _type <<< "$(input_spec "${calib_dir}" "${audio_format}")"
-        [ -f "${calib_dir}/${_scp}" ] || die "${calib_dir}/${_scp} not found; remove ${calib_dir} and rerun stage 14"
-        _nj=$(min "${nj}" "$(num_lines "${calib_dir}/${_scp}")")
-        split_into_jobs "${calib_dir}/${_scp}" "${_nj}" "${_logdir}/keys.JOB.scp"
-        log "State dumping started... log: '${_logdir}/dump.*.log'"
+        stage_eval begin --stage 14
+        log "State dumping started... log: '${states_log//JOB/*}'"
         # shellcheck disable=SC2086
-        run_or_show_log "${_logdir}/dump.*.log" \
-            ${dump_cmd} JOB=1:"${_nj}" "${_logdir}"/dump.JOB.log \
+        run_or_show_log "${states_log//JOB/*}" \
+            ${dump_cmd} JOB=1:"${states_nj}" "${states_log}" \
             ${python} -m comflp_espnet.bin.comflp_dump \
                 --asr_train_config "${asr_train_config}" \
                 --asr_model_file "${asr_model_file}" \
-                --data_path_and_name_and_type "${calib_dir}/${_scp},speech,${_type}" \
-                --key_file "${_logdir}"/keys.JOB.scp \
-                --output_dir "${_logdir}"/output.JOB \
+                --data_path_and_name_and_type "${calib_scp},speech,${calib_type}" \
+                --key_file "${states_keys}" \
+                --output_dir "${states_output}" \
                 --pooling "${comflp_pooling}" \
                 --seed "${comflp_seed}" \
                 --ngpu "${dump_ngpu}" \
+                --skip_bad_utts "${comflp_skip_bad_utts}" \
                 ${comflp_dump_args}
-        _outputs=()
-        for n in $(seq "${_nj}"); do
-            _outputs+=("${_logdir}/output.${n}")
-        done
-        ${python} -m comflp_espnet.bin.comflp_dump --merge "${_outputs[@]}" --output_dir "${states_dir}" \
-            || die "merging the state dumps failed"
-        write_settings "${states_dir}/.settings" "${states_settings}"
-        write_elapsed "${states_dir}/wall_seconds" "${_start}"
+        stage_tool end --stage 14 --start "${_start}" --jobs "${states_nj}" || exit 2
     fi
 fi
 
 if run_stage 15; then
-    if [ -f "${corr_file}" ] && [ -f "${heatmap_file}" ]; then
-        log "Stage 15: ${corr_file} exists; skipping"
+    stage_eval status --stage 15
+    if [ "${stage_state}" = current ]; then
+        log "Stage 15: ${corr_file} is current; skipping"
     else
-        log "Stage 15: Correlation matrix (${comflp_measure}) of the states -> ${corr_file}, ${heatmap_file}"
-        [ -f "${states_dir}/states_info.yaml" ] || die "${states_dir}/states.scp not found: run stage 14 first"
+        log "Stage 15: Correlation matrix (${comflp_measure}) of the states -> ${corr_file}, ${heatmap_file}${stage_note:+ (redone: ${stage_note})}"
+        _start=$(now_seconds)
+        stage_eval begin --stage 15
         _opts=
         if [ -n "${comflp_dc_batch_size}" ] && [ "${comflp_measure}" = dc ]; then
             _opts+="--batch_size ${comflp_dc_batch_size} "
         fi
-        mkdir -p "${corr_dir}"
-        _start=$(now_seconds)
         # shellcheck disable=SC2086
-        run_or_show_log "${corr_dir}/${comflp_measure}.log" \
-            ${train_cmd} "${corr_dir}/${comflp_measure}.log" \
+        run_or_show_log "${corr_log}" \
+            ${train_cmd} "${corr_log}" \
             ${python} -m comflp_espnet.bin.comflp_corr \
-                --states_scp "${states_dir}/states.scp" \
+                --states_scp "${states_scp}" \
                 --measure "${comflp_measure}" \
                 --output "${corr_file}" \
                 --heatmap "${heatmap_file}" ${_opts}
-        write_elapsed "${corr_dir}/${comflp_measure}.wall_seconds" "${_start}"
+        stage_tool end --stage 15 --start "${_start}" || exit 2
     fi
 fi
 
-fine_decode_dir="${tag_dir}/fine_decode"
-fine_decode_settings="fine=(${fine_settings}) inference_config=${inference_config} inference_args=${inference_args}"
-scores_dir="${tag_dir}/scores"
-# Wall-clock seconds of the search's parts (comflp_search_cost gathers them after stage 18).
-timing_dir="${tag_dir}/timing"
-glp_dir="${tag_dir}/glp"
-if [ "${comflp_search}" = glp ]; then
-    # The greedy search reads no matrix; it depends on the fine-search data and decoding options.
-    search_settings="method=glp num_prune=${num_prune:-?} keep_first=${comflp_keep_first} keep_last=${comflp_keep_last} max_run=${comflp_max_run} protect=${comflp_protect} model=${asr_model_file} decode=(${fine_decode_settings})"
-else
-    search_settings="corr=${corr_file} method=${comflp_search} num_prune=${num_prune:-?} topk=${comflp_topk} aggregate=${comflp_aggregate} keep_first=${comflp_keep_first} keep_last=${comflp_keep_last} max_run=${comflp_max_run} protect=${comflp_protect} model=${asr_model_file}"
-    [ "${comflp_search}" = beam ] && search_settings+=" beam_size=${comflp_beam_size}"
-    [ "${comflp_search}" = random ] && search_settings+=" seed=${comflp_seed}"
-fi
-
-# glp_search: greedy layer pruning by the task metric, into ${tag_dir}/proposals.json.  Step s
-# decodes the fine-search set with each remaining layer removed on top of the s-1 layers removed
-# so far (one candidate model each, decoded through decode_models and scored as in stages
-# 17-18), then removes the layer whose model makes the fewest errors (ties: the lower layer id).
-# A step is complete once ${glp_dir}/stepNN/step.json exists; a rerun goes on from there.
+# glp_search: greedy layer pruning by the task metric.  Step s decodes the fine-search set with
+# each remaining layer removed on top of the s-1 layers removed so far (one candidate model each,
+# decoded and scored as in stages 17-18), then removes the layer whose model makes the fewest
+# errors (ties: the lower layer id).  A step whose record is current is kept: a rerun goes on
+# from there.
 glp_search() {
-    local step step_dir start
-    local glp_opts=(--num_layers "${num_layers}" --num_prune "${num_prune}"
-        --keep_first "${comflp_keep_first}" --keep_last "${comflp_keep_last}"
-        --protect "${comflp_protect}" --max_run "${comflp_max_run}")
-    make_subset "${fine_source}" "${comflp_fine_nutt}" "${fine_dir}" "${fine_settings}" "fine-search subset"
-    check_settings "${glp_dir}/.settings" "${search_settings}"
-    mkdir -p "${glp_dir}"
-    write_settings "${glp_dir}/.settings" "${search_settings}"
+    local step step_start
     for step in $(seq "${num_prune}"); do
-        step_dir="${glp_dir}/step$(printf '%02d' "${step}")"
-        if [ -f "${step_dir}/step.json" ]; then
-            # The step's pruned models are only needed until it is scored.
-            rm -rf "${step_dir}/candidates"
-            log "Greedy step ${step}/${num_prune}: ${step_dir}/step.json exists; skipping"
+        step_start=$(now_seconds)
+        stage_eval glp_step_begin --step "${step}"
+        if [ "${glp_step_state}" = current ]; then
+            log "Greedy step ${step}/${num_prune}: ${glp_step_dir}/step.json is current; skipping"
             continue
         fi
-        start=$(now_seconds)
-        ${python} -m comflp_espnet.bin.comflp_glp prepare \
-            --glp_dir "${glp_dir}" --step "${step}" "${glp_opts[@]}" \
-            --output "${step_dir}/proposals.json" \
-            || die "greedy step ${step}: choosing the layers to try failed"
-        ${python} -m comflp_espnet.bin.comflp_candidates \
-            --proposals "${step_dir}/proposals.json" \
-            --asr_train_config "${asr_train_config}" \
-            --asr_model_file "${asr_model_file}" \
-            --output_dir "${step_dir}/candidates" \
-            || die "greedy step ${step}: writing the pruned models failed"
-        log "Greedy step ${step}/${num_prune}: decode the fine-search set with each of $(num_lines "${step_dir}/candidates/models.scp") models -> ${step_dir}"
-        decode_models "${step_dir}/candidates/models.scp" "${fine_dir}" "${step_dir}/decode"
-        score_models "${fine_dir}/text" "${step_dir}/decode/hyp" "${step_dir}/scores"
-        ${python} -m comflp_espnet.bin.comflp_glp choose \
-            --glp_dir "${glp_dir}" --step "${step}" \
-            --scores "${step_dir}/scores/scores.json" \
-            --seconds "$(elapsed_since "${start}")" \
-            || die "greedy step ${step}: choosing the layer to remove failed"
-        rm -rf "${step_dir}/candidates"
+        log "Greedy step ${step}/${num_prune}: decode the fine-search set with each of ${glp_num_models} models -> ${glp_step_dir}"
+        decode_models "${glp_models_scp}" "${fine_dir}" "${glp_decode_dir}" --score_dir "${glp_scores_dir}"
+        stage_tool glp_step_end --step "${step}" --start "${step_start}" || exit 2
     done
-    ${python} -m comflp_espnet.bin.comflp_glp finish \
-        --glp_dir "${glp_dir}" "${glp_opts[@]}" \
-        --output "${tag_dir}/proposals.json" \
-        || die "the greedy search failed"
 }
 
 if run_stage 16; then
-    if [ -f "${tag_dir}/candidates/models.scp" ] && [ -f "${tag_dir}/proposals.json" ]; then
-        check_settings "${tag_dir}/.settings" "${search_settings}"
-        log "Stage 16: ${tag_dir}/candidates exists; skipping"
+    stage_eval status --stage 16
+    if [ "${stage_state}" = current ]; then
+        log "Stage 16: ${tag_dir}/candidates is current; skipping"
     else
-        if [ "${comflp_search}" = glp ]; then
-            log "Stage 16: Greedy layer pruning (glp): remove ${num_prune} of ${num_layers} layers one at a time, each step decoding the fine-search set (${fine_source}) once per remaining layer -> ${glp_dir}, ${tag_dir}/proposals.json, ${tag_dir}/candidates"
-        else
-            log "Stage 16: Coarse search (${comflp_search}, remove ${num_prune} of ${num_layers} layers, top ${comflp_topk}) -> ${tag_dir}/proposals.json, ${tag_dir}/candidates"
-            [ -f "${corr_file}" ] || die "${corr_file} not found: run stage 15 first (with --comflp_measure ${comflp_measure})"
-        fi
-        check_settings "${tag_dir}/.settings" "${search_settings}"
-        mkdir -p "${tag_dir}"
         _start=$(now_seconds)
-        if [ -f "${tag_dir}/proposals.json" ]; then
-            :
-        elif [ "${comflp_search}" = glp ]; then
+        if [ "${comflp_search}" = glp ]; then
+            log "Stage 16: Greedy layer pruning (glp): remove ${num_prune} of ${num_layers} layers one at a time, each step decoding the fine-search set (${fine_source}) once per remaining layer -> ${glp_dir}, ${tag_dir}/proposals.json, ${tag_dir}/candidates${stage_note:+ (redone: ${stage_note})}"
             glp_search
+        elif [ "${comflp_search}" = none ]; then
+            log "Stage 16: The unpruned model as the only candidate (--comflp_search none, a reference) -> ${tag_dir}/proposals.json, ${tag_dir}/candidates${stage_note:+ (redone: ${stage_note})}"
         else
-            _opts=
-            [ -n "${comflp_max_run}" ] && _opts+="--max_run ${comflp_max_run} "
-            [ -n "${comflp_protect}" ] && _opts+="--protect ${comflp_protect} "
-            # shellcheck disable=SC2086
-            ${python} -m comflp_espnet.bin.comflp_search \
-                --corr "${corr_file}" \
-                --num_prune "${num_prune}" \
-                --topk "${comflp_topk}" \
-                --method "${comflp_search}" \
-                --beam_size "${comflp_beam_size}" \
-                --aggregate "${comflp_aggregate}" \
-                --keep_first "${comflp_keep_first}" \
-                --keep_last "${comflp_keep_last}" \
-                --seed "${comflp_seed}" \
-                --output "${tag_dir}/proposals.json" ${_opts} \
-                || die "the coarse search failed"
+            log "Stage 16: Coarse search (${comflp_search}, remove ${num_prune} of ${num_layers} layers, top ${comflp_topk}) -> ${tag_dir}/proposals.json, ${tag_dir}/candidates${stage_note:+ (redone: ${stage_note})}"
         fi
-        ${python} -m comflp_espnet.bin.comflp_candidates \
-            --proposals "${tag_dir}/proposals.json" \
-            --asr_train_config "${asr_train_config}" \
-            --asr_model_file "${asr_model_file}" \
-            --include_original true \
-            --output_dir "${tag_dir}/candidates" \
-            || die "writing the pruned candidates failed"
-        write_settings "${tag_dir}/.settings" "${search_settings}"
-        write_elapsed "${timing_dir}/coarse_search" "${_start}"
+        stage_tool run --stage 16 --start "${_start}" || exit 2
     fi
 fi
 
 if run_stage 17; then
-    if [ -f "${fine_decode_dir}/hyp/.done" ]; then
-        check_settings "${fine_decode_dir}/.settings" "${fine_decode_settings}"
-        log "Stage 17: ${fine_decode_dir}/hyp exists; skipping"
+    stage_eval status --stage 17
+    if [ "${stage_state}" = current ]; then
+        log "Stage 17: ${fine_decode_dir}/hyp is current; skipping"
     else
-        if [ "${comflp_fine_nutt}" -eq 0 ]; then
-            _what="all utterances"
-        else
-            _what="${comflp_fine_nutt} utterances (seed ${comflp_seed})"
-        fi
-        log "Stage 17: Fine search: decode every candidate and the original on ${_what} of ${fine_source} -> ${fine_decode_dir}"
-        [ -f "${tag_dir}/candidates/models.scp" ] || die "${tag_dir}/candidates/models.scp not found: run stage 16 first"
+        log "Stage 17: Fine search: decode every candidate and the original on $(subset_text "${comflp_fine_nutt}") of ${fine_source} -> ${fine_decode_dir}${stage_note:+ (redone: ${stage_note})}"
         _start=$(now_seconds)
-        make_subset "${fine_source}" "${comflp_fine_nutt}" "${fine_dir}" "${fine_settings}" "fine-search subset"
-        check_settings "${fine_decode_dir}/.settings" "${fine_decode_settings}"
-        mkdir -p "${fine_decode_dir}"
-        cp "${tag_dir}/candidates/models.scp" "${fine_decode_dir}/models.scp"
-        decode_models "${fine_decode_dir}/models.scp" "${fine_dir}" "${fine_decode_dir}"
-        touch "${fine_decode_dir}/hyp/.done"
-        write_settings "${fine_decode_dir}/.settings" "${fine_decode_settings}"
-        write_elapsed "${timing_dir}/fine_decode" "${_start}"
+        stage_eval begin --stage 17
+        decode_models "${fine_models_scp}" "${fine_dir}" "${fine_decode_dir}"
+        stage_tool end --stage 17 --start "${_start}" || exit 2
     fi
 fi
 
 if run_stage 18; then
-    if [ -f "${scores_dir}/winner" ] && [ "${scores_dir}/winner" -nt "${fine_decode_dir}/hyp/.done" ]; then
-        log "Stage 18: ${scores_dir}/winner exists ($(cat "${scores_dir}/winner")); skipping"
+    stage_eval status --stage 18
+    if [ "${stage_state}" = current ]; then
+        log "Stage 18: ${scores_dir}/winner is current (${winner_name}); skipping"
     else
-        log "Stage 18: Score the fine search and choose the winner -> ${scores_dir}"
-        [ -f "${fine_decode_dir}/hyp/.done" ] || die "${fine_decode_dir}/hyp not found: run stage 17 first"
+        log "Stage 18: Score the fine search and choose the winner -> ${scores_dir}${stage_note:+ (redone: ${stage_note})}"
         _start=$(now_seconds)
-        score_models "${fine_dir}/text" "${fine_decode_dir}/hyp" "${scores_dir}" \
-            --proposals "${tag_dir}/proposals.json" \
-            --candidates_dir "${tag_dir}/candidates"
-        ln -sfn "candidates/$(cat "${scores_dir}/winner")" "${tag_dir}/winner"
-        write_elapsed "${timing_dir}/fine_score" "${_start}"
-        log "Winner: $(cat "${scores_dir}/winner") (ranking: ${scores_dir}/ranking.md)"
+        stage_tool run --stage 18 --start "${_start}" || exit 2
     fi
-    # Decodes and seconds the search took (rewritten only when they change).
-    ${python} -m comflp_espnet.bin.comflp_search_cost \
-        --method "${comflp_search}" \
-        --tag "${comflp_tag}" \
-        --states_seconds "${states_dir}/wall_seconds" \
-        --matrix_seconds "${corr_dir}/${comflp_measure}.wall_seconds" \
-        --coarse_search_seconds "${timing_dir}/coarse_search" \
-        --fine_decode_seconds "${timing_dir}/fine_decode" \
-        --fine_score_seconds "${timing_dir}/fine_score" \
-        --proposals "${tag_dir}/proposals.json" \
-        --fine_models_scp "${fine_decode_dir}/models.scp" \
-        --fine_hyp_dir "${fine_decode_dir}/hyp" \
-        --fine_text "${fine_dir}/text" \
-        --output_dir "${tag_dir}" \
-        || die "writing ${tag_dir}/search_cost.json failed"
+    # Decodes and seconds of the search, from the records (rewritten only when they change).
+    stage_tool search_cost || exit 2
 fi
 
-winner_dir="${tag_dir}/winner"
-winner_name=$(cat "${scores_dir}/winner" 2>/dev/null || true)
-finetune_dir="${tag_dir}/finetune"
-finetune_settings="winner=${winner_name} overlay=${comflp_finetune_config} args=${comflp_finetune_args}"
 if run_stage 19; then
     if ! "${comflp_finetune}"; then
         log "Stage 19: Skip fine-tuning (--comflp_finetune false)"
-    elif [ -f "${finetune_dir}/${inference_asr_model}" ]; then
-        check_settings "${finetune_dir}/.settings" "${finetune_settings}"
-        log "Stage 19: ${finetune_dir}/${inference_asr_model} exists; skipping"
     else
-        [ -f "${winner_dir}/config.yaml" ] || die "${winner_dir} not found: run stage 18 first"
-        log "Stage 19: Fine-tune the winner ${winner_name} with the overlay ${comflp_finetune_config} -> ${finetune_dir}"
-        check_settings "${finetune_dir}/.settings" "${finetune_settings}"
-        _asr_train_dir="${data_feats}/${train_set}"
-        _asr_valid_dir="${data_feats}/${valid_set}"
-        for _d in "${_asr_train_dir}" "${_asr_valid_dir}"; do
-            [ -d "${_d}" ] || die "${_d} not found: fine-tuning uses asr.sh's training data (stages 3-4)"
-        done
-        for _f in "${asr_stats_dir}/train/speech_shape" "${asr_stats_dir}/train/text_shape.${token_type}"; do
-            [ -f "${_f}" ] || die "${_f} not found: fine-tuning uses asr.sh's stats (stage 10); check --asr_stats_dir"
-        done
-        mkdir -p "${finetune_dir}"
-        # The winner's config with the overlay merged in; the options given below on the
-        # command line (data, shapes, output, initialisation) are removed from it.
-        ${python} -m comflp_espnet.bin.comflp_merge_config \
-            --base "${winner_dir}/config.yaml" \
-            --overlay "${comflp_finetune_config}" \
-            --output "${finetune_dir}/finetune_config.yaml" \
-            || die "merging ${comflp_finetune_config} into ${winner_dir}/config.yaml failed"
-        read -r _scp _type <<< "$(input_spec "${_asr_train_dir}" "${audio_format}")"
-        asr_train_data_args "${_asr_train_dir}" "${_asr_valid_dir}" "${_scp}" "${_type}"
-        if echo "${cuda_cmd}" | grep -e queue.pl -e queue-freegpu.pl &> /dev/null; then
-            # SGE job names cannot contain "/".
-            _jobname="$(basename "${asr_exp}")_comflp_finetune"
+        stage_eval status --stage 19
+        if [ "${stage_state}" = current ]; then
+            log "Stage 19: ${finetune_dir}/${inference_asr_model} is current; skipping"
         else
-            _jobname="${finetune_dir}/train.log"
+            _start=$(now_seconds)
+            # The winner's config with the overlay merged in (finetune_config.yaml); the options given
+            # below on the command line (data, shapes, output, initialisation) are removed from it.
+            stage_eval begin --stage 19
+            log "Stage 19: Fine-tune the winner ${finetune_winner} with the overlay ${comflp_finetune_config} -> ${finetune_dir}${stage_note:+ (redone: ${stage_note})}"
+            asr_train_data_args "${finetune_train_dir}" "${finetune_valid_dir}" "${finetune_scp}" "${finetune_type}"
+            if echo "${cuda_cmd}" | grep -e queue.pl -e queue-freegpu.pl &> /dev/null; then
+                # SGE job names cannot contain "/".
+                _jobname="$(basename "${asr_exp}")_comflp_finetune"
+            else
+                _jobname="${finetune_dir}/train.log"
+            fi
+            log "Fine-tuning started... log: '${finetune_dir}/train.log'"
+            # shellcheck disable=SC2086
+            launch_asr_train "${finetune_dir}" "${_jobname}" \
+                --config "${finetune_config_file}" \
+                --use_preprocessor true \
+                "${train_data_args[@]}" \
+                --init_param "${finetune_winner_dir}/${inference_asr_model}" \
+                --resume true \
+                ${comflp_finetune_args} \
+                || { tail -n 40 "${finetune_dir}/train.log" >&2; die "fine-tuning failed; log: ${finetune_dir}/train.log (a damaged checkpoint there: remove ${finetune_dir} and rerun stage 19)"; }
+            stage_tool end --stage 19 --start "${_start}" || exit 2
         fi
-        log "Fine-tuning started... log: '${finetune_dir}/train.log'"
-        # shellcheck disable=SC2086
-        launch_asr_train "${finetune_dir}" "${_jobname}" \
-            --config "${finetune_dir}/finetune_config.yaml" \
-            --use_preprocessor true \
-            "${train_data_args[@]}" \
-            --init_param "${winner_dir}/${inference_asr_model}" \
-            --resume true \
-            ${comflp_finetune_args} \
-            || { tail -n 40 "${finetune_dir}/train.log" >&2; die "fine-tuning failed; log: ${finetune_dir}/train.log"; }
-        [ -f "${finetune_dir}/${inference_asr_model}" ] \
-            || die "fine-tuning finished without ${finetune_dir}/${inference_asr_model}; check --inference_asr_model against best_model_criterion in ${comflp_finetune_config}"
-        # Keep the removal record with the fine-tuned model.
-        cp "${winner_dir}/prune.yaml" "${finetune_dir}/prune.yaml"
-        write_settings "${finetune_dir}/.settings" "${finetune_settings}"
     fi
 fi
 
-test_decode_dir="${tag_dir}/test_decode/${inference_tag}"
 if run_stage 20; then
     log "Stage 20: Decode and score ${eval_sets} with the original, pruned and fine-tuned models -> ${test_decode_dir}"
-    [ -f "${winner_dir}/config.yaml" ] || die "${winner_dir} not found: run stage 18 first"
-    # The candidate's own directory (not the "winner" link), so a new winner is noticed.
-    _winner="${tag_dir}/candidates/${winner_name}"
-    _models="original ${asr_train_config} ${asr_model_file}
-pruned ${_winner}/config.yaml ${_winner}/${inference_asr_model}"
-    if [ -f "${finetune_dir}/${inference_asr_model}" ]; then
-        _models+="
-finetuned ${finetune_dir}/config.yaml ${finetune_dir}/${inference_asr_model}"
-    elif "${comflp_finetune}"; then
-        die "${finetune_dir}/${inference_asr_model} not found: run stage 19 first (or pass --comflp_finetune false)"
-    fi
+    stage_eval begin --stage 20
     _results_opts=()
     for dset in ${eval_sets}; do
-        _data="${data_feats}/${dset}"
-        _dir="${test_decode_dir}/${dset}"
-        _results_opts+=(--test_scores "${dset}=${_dir}/score")
-        if [ -f "${_dir}/score/scores.json" ] && [ "$(cat "${_dir}/models.scp" 2>/dev/null)" = "${_models}" ]; then
-            log "${_dir}/score exists; skipping"
-            continue
-        fi
-        mkdir -p "${_dir}"
-        printf '%s\n' "${_models}" > "${_dir}/models.scp"
-        rm -f "${_dir}/hyp/.done"
-        decode_models "${_dir}/models.scp" "${_data}" "${_dir}"
-        score_models "${_data}/text" "${_dir}/hyp" "${_dir}/score" --label_prefix "${dset}/"
-        cat "${_dir}/score/scores.md"
+        # One decoding directory per test set (its scores in score/, read back by comflp_results).
+        _results_opts+=(--test_scores "${dset}=${test_decode_dir}/${dset}")
+        decode_models "${test_models_scp}" "${data_feats}/${dset}" "${test_decode_dir}/${dset}" \
+            --score true --label_prefix "${dset}/"
     done
 
     _results_extra=()
-    [ -f "${finetune_dir}/${inference_asr_model}" ] && _results_extra+=(--finetune_dir "${finetune_dir}" --finetune_config "${finetune_dir}/finetune_config.yaml")
+    "${test_finetuned}" && _results_extra+=(--finetune_dir "${finetune_dir}" --finetune_config "${finetune_config_file}")
     [ -n "${inference_config}" ] && _results_extra+=(--inference_config "${inference_config}")
     # glp reads no matrix, so there may be no heatmap.
     [ -f "${heatmap_file}" ] && _results_extra+=(--heatmap "${heatmap_file}")
@@ -972,8 +693,8 @@ finetuned ${finetune_dir}/config.yaml ${finetune_dir}/${inference_asr_model}"
             --asr_exp "${asr_exp}" \
             --asr_model_file "${asr_model_file}" \
             --winner_dir "${winner_dir}" \
-            --proposals "${tag_dir}/proposals.json" \
-            --ranking "${scores_dir}/ranking.json" \
+            --proposals "${proposals_file}" \
+            --ranking "${ranking_file}" \
             --fine_set "${comflp_fine_set}" \
             --measure "${comflp_measure}" \
             "${_results_opts[@]}" "${_results_extra[@]+"${_results_extra[@]}"}" \
@@ -986,42 +707,25 @@ if run_stage 21; then
     if ! "${comflp_pack}"; then
         log "Stage 21: Skip packing (--comflp_pack false)"
     else
-        if [ -f "${finetune_dir}/${inference_asr_model}" ]; then
-            _final_dir=${finetune_dir}
-            _what=finetuned
+        stage_eval status --stage 21
+        if [ "${stage_state}" = current ]; then
+            log "Stage 21: ${packed_model} is current; skipping"
         else
-            _final_dir=${winner_dir}
-            _what=pruned
-        fi
-        packed_model="${tag_dir}/$(basename "${asr_exp}")_comflp_${comflp_tag}_${_what}_${inference_asr_model%.*}.zip"
-        if [ -f "${packed_model}" ]; then
-            log "Stage 21: ${packed_model} exists; skipping"
-        else
-            log "Stage 21: Pack the ${_what} model: ${packed_model}"
-            [ -f "${_final_dir}/config.yaml" ] || die "${_final_dir} not found: run stage 18 (and 19) first"
-            _opts=
-            if [ "${feats_normalize}" = global_mvn ] && [ -f "${asr_stats_dir}/train/feats_stats.npz" ]; then
-                _opts+="--option ${asr_stats_dir}/train/feats_stats.npz "
-            fi
-            if [ "${token_type}" = bpe ]; then
-                if [ "${lang}" != noinfo ]; then
-                    _bpemodel="data/${lang}_token_list/bpe_${bpemode}${nbpe}/bpe.model"
-                else
-                    _bpemodel="data/token_list/bpe_${bpemode}${nbpe}/bpe.model"
-                fi
-                _opts+="--option ${_bpemodel} "
-            fi
-            [ "${nlsyms_txt}" != none ] && _opts+="--option ${nlsyms_txt} "
-            [ -f "${tag_dir}/RESULTS.md" ] && _opts+="--option ${tag_dir}/RESULTS.md "
-            [ -d "${_final_dir}/images" ] && _opts+="--option ${_final_dir}/images "
-            # shellcheck disable=SC2086
+            _start=$(now_seconds)
+            stage_eval begin --stage 21
+            log "Stage 21: Pack the ${pack_what} model: ${packed_model}"
+            _opts=()
+            for _o in ${pack_options}; do
+                _opts+=(--option "${_o}")
+            done
             ${python} -m espnet2.bin.pack asr \
-                --asr_train_config "${_final_dir}/config.yaml" \
-                --asr_model_file "${_final_dir}/${inference_asr_model}" \
-                --option "${_final_dir}/prune.yaml" \
-                ${_opts} \
-                --outpath "${packed_model}.tmp.zip" || die "packing failed"
-            mv "${packed_model}.tmp.zip" "${packed_model}"
+                --asr_train_config "${pack_final_dir}/config.yaml" \
+                --asr_model_file "${pack_final_dir}/${inference_asr_model}" \
+                --option "${pack_final_dir}/prune.yaml" \
+                "${_opts[@]+"${_opts[@]}"}" \
+                --outpath "${pack_tmp}" || die "packing failed"
+            mv "${pack_tmp}" "${packed_model}"
+            stage_tool end --stage 21 --start "${_start}" || exit 2
         fi
     fi
 fi

@@ -276,18 +276,6 @@ now_seconds() {
     date +%s.%N
 }
 
-# elapsed_since START: the seconds since START (a now_seconds value).
-elapsed_since() {
-    awk -v start="$1" -v end="$(now_seconds)" 'BEGIN { printf "%.3f\n", end - start }'
-}
-
-# write_elapsed FILE START: the seconds since START into FILE.
-write_elapsed() {
-    mkdir -p "$(dirname "$1")"
-    elapsed_since "$2" > "$1.tmp"
-    mv "$1.tmp" "$1"
-}
-
 # Path of the mini_an4 tarball (ESPnet's CI data; its noise/ and rirs/ also serve an4_synth): $1 when
 # given, else ESPnet's copy ($ESPNET_ROOT, or egs2/mini_an4/asr1 beside the recipe $2), else the
 # shared data beside the plugin root $3.  Prints the path; says what it looked for and fails otherwise.
