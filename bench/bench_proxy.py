@@ -139,9 +139,13 @@ def run_proxy(args, config, model_file, cand_file, data_dir, key_file, out, prox
     ]
     if proxy == "loss":  # the reference text is read for the loss only
         cmd += ["--data_path_and_name_and_type", f"{data_dir}/text,text,text"]
+    from comflp_espnet.proxy_job import score_share
+
     parsed = comflp_proxy.get_parser().parse_args(cmd)
     start = time.perf_counter()
-    info = comflp_proxy.run(parsed)
+    info = score_share(parsed.asr_train_config, parsed.asr_model_file, parsed.candidates,
+                       parsed.data_path_and_name_and_type, parsed.output_dir, key_file=parsed.key_file,
+                       proxy=parsed.proxy, batch_size=parsed.batch_size, num_threads=parsed.num_threads)
     return time.perf_counter() - start, info
 
 
@@ -184,7 +188,7 @@ def unshared_seconds(args, model, train_args, pruned_sets, data_dir, key_file):
     one tree per candidate (no prefix sharing). Returns (shared s, unshared s)."""
     from espnet2.tasks.asr import ASRTask
 
-    from comflp_espnet.bin.comflp_proxy import length_groups
+    from comflp_espnet.proxy_job import length_groups
     from comflp_espnet.proxy import ProxyScorer
 
     loader = ASRTask.build_streaming_iterator(
@@ -194,7 +198,7 @@ def unshared_seconds(args, model, train_args, pruned_sets, data_dir, key_file):
         inference=True,
     )
     collate = ASRTask.build_collate_fn(train_args, False)
-    batches = [collate(g)[1] for g in length_groups(iter(loader.dataset), args.batch_size, 10**9)]
+    batches = [collate(g)[1] for g in length_groups(enumerate(loader.dataset), args.batch_size, 10**9)]
 
     def timed(scorers):
         start = time.perf_counter()

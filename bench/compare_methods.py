@@ -6,9 +6,19 @@ driver runs the recipe's CoMFLP stages once per method, each in its own
 ``--comflp_tag`` directory, sharing the encoder states of stage 14, the fine-search
 subset and the fine-tuning overlay:
 
-    comflp_<search>_<measure>  CoMFLP: correlation matrix (dc, svcca, cka), coarse
-                               search (dp, beam), top-K fine search
-    glp                        greedy layer pruning by the task metric
+    comflp_<search>_<measure>  CoMFLP with the recipe's defaults: correlation matrix (dc,
+                               svcca, cka), coarse search (dp, beam), top-K candidates
+                               ranked by the proxy, the finalists decoded
+    glp                        greedy layer pruning by the task metric (full decodes)
+
+and the variants of ``--variants`` (each against the first CoMFLP setting):
+
+    decode10                   the paper's fine search: top 10, every candidate decoded
+                               (--comflp_fine_proxy none --comflp_topk 10)
+    decode_all                 every candidate of the default's pool decoded (its real
+                               CERs give the rank agreement of proxy and real CER)
+    union                      the union of the dc, svcca and cka top-K pools
+    glp_proxy                  glp whose steps rank by the proxy (--comflp_glp_metric ctc_greedy)
     drop_last                  the last k layers
     random                     K seeded random proposals, fine-searched
     bi                         block influence (cosine measure)
@@ -35,6 +45,10 @@ Steps (``--steps``, in this order; each can be rerun alone, finished work is kep
               bootstrap comparisons (the first CoMFLP setting against each baseline,
               every fine-tuned winner against the fine-tuned unpruned model)
 
+Rank agreement: for every CoMFLP setting whose candidates were also decoded in
+full by another search of the run (decode_all, decode10), Kendall's tau-b between
+the proxy values and the real CERs of the shared candidates on the fine-search set.
+
 Search cost per method is read from ``<tag>/search_cost.json`` (decodes of the
 fine-search set; seconds of states + matrix + coarse search + fine search, or of
 the greedy loop for glp) when the recipe writes it, otherwise it is the wall time
@@ -53,6 +67,7 @@ import argparse
 import calendar
 import json
 import logging
+import math
 import os
 import shlex
 import subprocess
@@ -66,9 +81,10 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 from comflp_espnet import bootstrap, records, scoring  # noqa: E402
+from comflp_espnet.rank_agreement import kendall_tau_b  # noqa: E402
 from comflp_espnet.rundir import (  # noqa: E402
-    DecodeDir, DocumentError, RunDir, TagDir, read_models_scp, read_ranking, read_scores_json, read_search_cost,
-    read_winner, write_models_scp,
+    DecodeDir, DocumentError, RunDir, TagDir, read_fine_search, read_models_scp, read_ranking, read_scores_json,
+    read_search_cost, read_winner, write_models_scp,
 )
 from comflp_espnet.surgery import read_prune_record  # noqa: E402
 
@@ -88,10 +104,13 @@ BOOTSTRAP_SAMPLES = 1000
 
 
 class Method:
-    def __init__(self, label: str, measure: str, search: str):
+    def __init__(self, label: str, measure: str, search: str, extra_args: Sequence[str] = (),
+                 tag_name: Optional[str] = None):
         self.label = label
         self.measure = measure
         self.search = search
+        self.extra_args = list(extra_args)
+        self.tag_name = tag_name or f"{measure}_{search}"
 
     @property
     def is_comflp(self) -> bool:
@@ -102,12 +121,30 @@ class Method:
         return self.search not in ("glp", "drop_last", "random")
 
     def tag(self, k: int) -> str:
-        return f"{self.measure}_{self.search}_prune{k}"
+        return f"{self.tag_name}_prune{k}"
 
 
-def build_methods(measures: Sequence[str], searches: Sequence[str], baselines: Sequence[str]) -> List[Method]:
+VARIANTS = ("decode10", "decode_all", "union", "glp_proxy")
+
+
+def build_methods(measures: Sequence[str], searches: Sequence[str], baselines: Sequence[str],
+                  variants: Sequence[str] = ()) -> List[Method]:
     methods = [Method(f"comflp_{s}_{m}", m, s) for m in measures for s in searches]
-    methods += [Method(b, BASELINE_MEASURE[b], b) for b in baselines]
+    first = methods[0] if methods else Method("comflp_dp_dc", "dc", "dp")
+    stem = f"{first.measure}_{first.search}"
+    extra = {
+        "decode10": Method(f"{first.label}_decode10", first.measure, first.search,
+                           ["--comflp_fine_proxy", "none", "--comflp_topk", "10"], f"{stem}_decode10"),
+        "decode_all": Method(f"{first.label}_decode_all", first.measure, first.search,
+                             ["--comflp_fine_proxy", "none"], f"{stem}_decode_all"),
+        "union": Method(f"comflp_{first.search}_union", "dc svcca cka", first.search, [],
+                        f"union_{first.search}"),
+    }
+    methods += [extra[v] for v in variants if v in extra]
+    for b in baselines:
+        methods.append(Method(b, BASELINE_MEASURE[b], b, ["--comflp_glp_metric", "decode"] if b == "glp" else []))
+        if b == "glp" and "glp_proxy" in variants:
+            methods.append(Method("glp_proxy", "dc", "glp", ["--comflp_glp_metric", "ctc_greedy"], "dc_glp_proxy"))
     return methods
 
 
@@ -171,7 +208,7 @@ class Benchmark:
         # The run directory as the recipe lays it out (paths relative to the recipe directory).
         self.run_dir = RunDir(self.recipe_dir / self.comflp_dir)
         self.out = (args.output_dir or (self.recipe_dir / self.comflp_dir / "benchmark")).resolve()
-        self.methods = build_methods(args.measures, args.searches, args.baselines)
+        self.methods = build_methods(args.measures, args.searches, args.baselines, args.variants)
         self.env = recipe_env(args.threads)
         self.runs_path = self.out / "runs.json"
         self.runs = read_json(self.runs_path, {})
@@ -227,7 +264,7 @@ class Benchmark:
                     self.recipe_dir,
                     ["--stage", "15", "--stop_stage", "18", "--comflp_measure", method.measure,
                      "--comflp_search", method.search, "--comflp_num_prune", str(k),
-                     "--comflp_tag", method.tag(k)] + self.base_args(),
+                     "--comflp_tag", method.tag(k)] + self.base_args() + method.extra_args,
                     self.out / "logs" / f"search_{method.tag(k)}.log", self.env,
                 )
                 if key not in self.runs or rc == 0:
@@ -429,8 +466,8 @@ class Benchmark:
         tag_dir = self.tag_dir(method, k)
         cost = read_search_cost(tag_dir)
         if cost and cost.get("search_seconds") is not None:
-            return {"decodes": cost.get("search_decodes"), "seconds": cost["search_seconds"],
-                    "source": "search_cost.json", "parts": cost.get("seconds")}
+            return {"decodes": cost.get("search_decodes"), "proxy_evals": cost.get("proxy_evaluations"),
+                    "seconds": cost["search_seconds"], "source": "search_cost.json", "parts": cost.get("seconds")}
         run = self.runs.get(f"search/{method.tag(k)}")
         if run is None or run["rc"] != 0:
             return {"decodes": None, "seconds": None, "source": None}
@@ -469,6 +506,10 @@ class Benchmark:
                 ft_run = self.runs.get(f"finetune/{method.tag(k)}")
                 row["finetune_seconds"] = ft_run["seconds"] if ft_run else None
                 rows.append(row)
+        for row in rows:
+            if row["comflp"] and row["status"] == "done":
+                row.update(self.rank_agreement(next(m for m in self.methods if m.label == row["method"]),
+                                               row["num_prune"]))
         # ratio of every search's time to glp's at the same k
         for row in rows:
             glp = next((r for r in rows if r["method"] == "glp" and r["num_prune"] == row["num_prune"]), None)
@@ -488,6 +529,33 @@ class Benchmark:
                 "num_layers": self.num_layers(), "original_cer": original, "reference": reference, "rows": rows,
                 "paired": self.paired_comparisons(rows, reference), "bootstrap_samples": BOOTSTRAP_SAMPLES,
                 "settings": self.settings()}
+
+    def rank_agreement(self, method: Method, k: int) -> Dict[str, Any]:
+        """Kendall's tau-b between the proxy values of METHOD's candidates and the real CERs (full
+        decodes on the fine-search set) of the same layer sets, from the other searches at k."""
+        try:
+            doc = read_fine_search(self.tag_dir(method, k))
+        except (DocumentError, OSError):
+            return {}
+        proxy = {tuple(c["pruned"]): c["proxy"]["value"] for c in doc["candidates"] if c.get("proxy")}
+        real: Dict[Tuple[int, ...], float] = {}
+        for other in self.methods:
+            try:
+                ranking = read_ranking(self.tag_dir(other, k).ranking_json)
+            except (DocumentError, OSError):
+                continue
+            for r in ranking.get("ranking", []):
+                if r.get("cer") is not None and not r.get("is_original"):
+                    real.setdefault(tuple(r["pruned"]), r["cer"])
+        shared = [p for p in proxy if p in real and proxy[p] is not None]
+        if len(shared) < 3:
+            return {}
+        tau = kendall_tau_b([proxy[p] for p in shared], [real[p] for p in shared])
+        best_real = min(shared, key=lambda p: (real[p], p))
+        top3 = sorted(shared, key=lambda p: (proxy[p], p))[:3]
+        coarse_rank = {tuple(c["pruned"]): c["rank"] for c in doc["candidates"]}
+        return {"tau": None if math.isnan(tau) else tau, "tau_n": len(shared),
+                "proxy_top3_has_best": best_real in top3, "best_real_coarse_rank": coarse_rank[best_real]}
 
     def utterance_errors(self, dset: str, name: Optional[str]) -> Optional[Tuple[List[int], List[int]]]:
         """Character errors and reference lengths per utterance of DSET for the decoded model NAME."""
@@ -604,14 +672,18 @@ def render_markdown(data: Dict[str, Any]) -> str:
         "(methods whose winners removed the same layers share one fine-tuned model); "
         f"`{held_out} CI` = 95 % bootstrap interval over the {held_out} utterances "
         f"({data.get('bootstrap_samples')} resamples); "
-        "decodes = pruned models decoded on the fine-search set to choose the winner; search s = wall time of "
-        "the search (states + matrix + coarse + fine search; glp: its greedy loop); ratio = search s / glp's. "
+        "decodes = pruned models decoded in full on the fine-search set to choose the winner; proxy = candidates "
+        "scored by the proxy (CTC greedy); search s = wall time of the search (states + matrix + coarse + fine "
+        "search; glp: its greedy loop); ratio = search s / glp's (glp by full decodes); tau = Kendall's tau-b "
+        "between the proxy and the real CER over the candidates also decoded in full by another search "
+        "(n of them), with whether the proxy's top 3 hold the best by real CER, and that best's rank in the "
+        "coarse search (a rank above 10 is a candidate the paper's K = 10 never sees). "
         "The `unpruned` row is the original model, and the same fine-tune applied to it.",
         "",
     ]
     header = (["k", "method", "layers removed", "fine"] + [f"{d}" for d in sets] + [f"{held_out} CI"]
               + [f"{d} ft" for d in sets] + [f"{held_out} ft CI"]
-              + ["decodes", "search s", "ratio to glp", "status"])
+              + ["decodes", "proxy", "search s", "ratio to glp", "tau (n)", "status"])
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "|".join("---" for _ in header) + "|")
     for row in ([ref] if ref else []) + data["rows"]:
@@ -619,8 +691,13 @@ def render_markdown(data: Dict[str, Any]) -> str:
                  fmt(row.get("fine_cer"))]
         cells += [fmt(row.get(f"cer_{d}")) for d in sets] + [fmt_ci(row.get(f"ci_{held_out}"))]
         cells += [fmt(row.get(f"cer_ft_{d}")) for d in sets] + [fmt_ci(row.get(f"ci_ft_{held_out}"))]
+        tau = "-" if row.get("tau") is None else (
+            f"{row['tau']:.2f} (n {row['tau_n']}, " + ("top 3 has best" if row.get("proxy_top3_has_best")
+                                                         else "top 3 misses best")
+            + f", best at coarse rank {row.get('best_real_coarse_rank')})")
         cells += [fmt(row.get("search_decodes"), "d") if row.get("search_decodes") is not None else "-",
-                  fmt(row.get("search_seconds"), ".0f"), fmt(row.get("ratio_to_glp"), ".2f"), row["status"]]
+                  fmt(row.get("search_proxy_evals"), "d") if row.get("search_proxy_evals") else "-",
+                  fmt(row.get("search_seconds"), ".0f"), fmt(row.get("ratio_to_glp"), ".2f"), tau, row["status"]]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "## Summary (computed from the table)", ""]
     lines += summary_lines(data)
@@ -753,6 +830,9 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--measures", nargs="+", default=list(COMFLP_MEASURES), choices=COMFLP_MEASURES)
     p.add_argument("--searches", nargs="+", default=list(COMFLP_SEARCHES), choices=COMFLP_SEARCHES)
     p.add_argument("--baselines", nargs="*", default=list(BASELINES), choices=BASELINES)
+    p.add_argument("--variants", nargs="*", default=[], choices=VARIANTS,
+                   help="further searches: decode10 (top 10, all decoded), decode_all (the default's pool, "
+                        "all decoded), union (dc+svcca+cka pools), glp_proxy (glp by CTC greedy)")
     p.add_argument("--finetune", nargs="*", default=["all"],
                    help="what to fine-tune, in this order: 'all', 'unpruned' (the reference), labels "
                         "(e.g. comflp_dp_dc glp) or label@k; 'none' for nothing")

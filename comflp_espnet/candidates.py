@@ -88,8 +88,9 @@ def ensure_candidate(cand_dir: Path, original: Dict[str, str], asr_train_config,
 
 
 def write_candidates(proposals: Proposals, asr_train_config, asr_model_file, out_dir,
-                     include_original: bool = False) -> Dict[str, Any]:
-    """Every proposal's candidate under ``out_dir`` and ``out_dir/models.scp``.
+                     include_original: bool = False, learnable: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+    """Every proposal's candidate under ``out_dir`` and ``out_dir/models.scp``.  ``learnable``:
+    the model's learnable parameter names (default: built from the config when needed).
 
     Returns {"models": [(name, config, model)], "records": {name: Record},
     "reused_seconds": seconds recorded by the candidates that were reused}.
@@ -101,7 +102,7 @@ def write_candidates(proposals: Proposals, asr_train_config, asr_model_file, out
     out_dir.mkdir(parents=True, exist_ok=True)
     original = original_inputs(asr_train_config, asr_model_file)
     model_basename = Path(asr_model_file).name
-    learnable = None
+    learnable = list(learnable) if learnable is not None else None
     models: List[Tuple[str, str, str]] = []
     if include_original:
         models.append((ORIGINAL_NAME, str(asr_train_config), str(asr_model_file)))

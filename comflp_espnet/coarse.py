@@ -12,16 +12,27 @@ JSON (``comflp_espnet.rundir.write_proposals``)::
      "corr": "<path>",
      "proposals": [{"rank": 1, "pruned": [..], "kept": [..], "runs": [[a, b], ..], "score": float|null}, ..]}
 
+Several measures (``union_document``): each measure's search keeps its top K;
+the proposals are the union of those lists, deduplicated, in the order of their
+best rank (ties: the order of the measures as given, so the first measure's
+rank-1 proposal comes first), and each records which measures proposed it and
+its rank and score under each measure (the score under every measure; the rank
+only where that measure's top K has it)::
+
+    {"rank": 3, "pruned": [..], "kept": [..], "runs": [..], "score": <first measure's>,
+     "proposed_by": ["svcca"], "measures": {"dc": {"rank": null, "score": ..},
+                                            "svcca": {"rank": 1, "score": ..}}}
+
 Only numpy is needed (no ESPnet import).
 """
 
 import os
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from comflp_espnet import baselines
-from comflp_espnet.search import METHODS, Proposal, coarse_search
+from comflp_espnet.search import METHODS, Proposal, coarse_search, proposal_score
 
 # The unpruned model as the one proposal: the reference a pruned model is compared with.
 NO_PRUNING = "none"
@@ -92,3 +103,35 @@ def format_table(proposals: Sequence[Proposal]) -> str:
         runs = " ".join(f"[{a}-{b}]" for a, b in proposal.runs)
         lines.append(f"{rank:>4}  {score:>10}  {runs:<36}  {','.join(map(str, proposal.pruned))}")
     return "\n".join(lines)
+
+
+def union_document(per_measure: Dict[str, Sequence[Proposal]], corrs: Dict[str, np.ndarray], num_layers: int,
+                   num_prune: int, method: str, topk: int, constraints: Dict[str, Any], options: Dict[str, Any],
+                   corr_files: Dict[str, str]) -> Dict[str, Any]:
+    """The proposals document of several measures' searches: the union of their lists (see the
+    module doc); ``per_measure`` and ``corrs`` in the order of the measures as given."""
+    measures = list(per_measure)
+    best: Dict[Tuple[int, ...], Tuple[int, int]] = {}
+    ranks: Dict[Tuple[int, ...], Dict[str, int]] = {}
+    for m_index, measure in enumerate(measures):
+        for rank, proposal in enumerate(per_measure[measure], 1):
+            ranks.setdefault(proposal.pruned, {})[measure] = rank
+            key = (rank, m_index)
+            if proposal.pruned not in best or key < best[proposal.pruned]:
+                best[proposal.pruned] = key
+    order = sorted(best, key=lambda pruned: best[pruned])
+    aggregate = options.get("aggregate", "mean")
+    data = proposals_document([], num_layers, num_prune, method, topk, constraints, options,
+                              corr_files[measures[0]] if len(measures) == 1 else None)
+    data["measures"] = measures
+    data["corr_files"] = dict(corr_files)
+    for rank, pruned in enumerate(order, 1):
+        item = Proposal(pruned, num_layers).to_dict()
+        del item["num_layers"]
+        scores = {m: (proposal_score(corrs[m], pruned, aggregate) if corrs.get(m) is not None and pruned else None)
+                  for m in measures}
+        item["score"] = scores[measures[0]]
+        item["proposed_by"] = [m for m in measures if m in ranks[pruned]]
+        item["measures"] = {m: {"rank": ranks[pruned].get(m), "score": scores[m]} for m in measures}
+        data["proposals"].append({"rank": rank, **item})
+    return data

@@ -12,14 +12,19 @@ time.  Per model the job writes ``<out>/<name>/``::
     num_utts      number of decoded utterances
     skipped       utterances skipped as unreadable or too short (with
                   --skip_bad_utts true), "<key> <reason>" per line
-    decode_info.yaml  model, device, timings, inference options
+    decode_info.yaml  model, device, threads, timings (decode_time, encoder_time:
+                  the seconds spent in the model's encoder, audio_seconds, rtf,
+                  encoder_share; the same in CPU time of the process, decode_cpu_time,
+                  encoder_cpu_time, cpu_rtf, encoder_cpu_share, which other processes
+                  on a shared machine disturb less), inference options
 
 and a freshness record (``comflp_espnet.records``) made from the model's
 config and weights, the data, the key share and the inference options: a
 rerun keeps a model whose record is current and redoes any other.
 
 ``merge_job_outputs`` joins the jobs' outputs of one model into one directory
-(the recipe's ``hyp/<name>``), with its own record.
+(the recipe's ``hyp/<name>``), with its own record; its decode_info.yaml sums the
+jobs' timings (``merged_decode_info``).
 
 The inference config is a YAML mapping whose keys are Speech2Text options
 (beam_size, ctc_weight, lm_weight, penalty, maxlenratio, nbest, ...) or
@@ -48,6 +53,7 @@ DECODE_CODE = "decode-1"
 MIN_SECONDS = 0.1
 JOB_FILES = ("text", "token", "score", "decode_time", "num_utts", "skipped", "decode_info.yaml")
 MERGED_FILES = ("text", "token", "score", "decode_time", "num_utts", "skipped")
+DECODE_INFO = "decode_info.yaml"
 
 # asr_inference options that are not Speech2Text arguments but may appear in an
 # inference config; handled here.
@@ -195,6 +201,104 @@ def sample_rate(train_args) -> Optional[float]:
 
 
 
+class ModuleTimer:
+    """Wall-clock and process CPU seconds spent in a module's forward calls (forward pre-hook and
+    hook), so that a decode can say which share of its time the encoder takes.  On a GPU the hooks
+    synchronize the device first, so that the time of the module's kernels is counted in the module."""
+
+    def __init__(self, module, synchronize=None):
+        self.seconds = 0.0
+        self.cpu_seconds = 0.0
+        self.calls = 0
+        self._start = None
+        self._cpu_start = 0.0
+        self._synchronize = synchronize
+        self._handles = [module.register_forward_pre_hook(self._before),
+                         module.register_forward_hook(self._after)]
+
+    def _before(self, module, args):
+        if self._synchronize is not None:
+            self._synchronize()
+        self._start = time.perf_counter()
+        self._cpu_start = time.process_time()
+
+    def _after(self, module, args, output):
+        if self._synchronize is not None:
+            self._synchronize()
+        if self._start is not None:
+            self.seconds += time.perf_counter() - self._start
+            self.cpu_seconds += time.process_time() - self._cpu_start
+            self.calls += 1
+            self._start = None
+
+    def remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+
+def encoder_timer(speech2text, device: str) -> Optional[ModuleTimer]:
+    """A timer of the encoder of Speech2Text's model (None when it has no ``encoder`` module)."""
+    import torch
+
+    encoder = getattr(getattr(speech2text, "asr_model", None), "encoder", None)
+    if not isinstance(encoder, torch.nn.Module):
+        return None
+    return ModuleTimer(encoder, torch.cuda.synchronize if device == "cuda" else None)
+
+
+def merged_decode_info(infos: Sequence[Mapping[str, Any]]) -> Dict[str, Any]:
+    """One model's decode_info from its jobs' (each decoded a share of the keys): times, audio
+    and utterances summed, so that rtf is decode seconds per audio second over the whole set;
+    the encoder's time only when every job recorded it."""
+    def total(key):
+        values = [info.get(key) for info in infos]
+        if not values or any(not isinstance(v, (int, float)) or isinstance(v, bool) for v in values):
+            return None
+        if all(isinstance(v, int) for v in values):
+            return sum(values)
+        return round(sum(float(v) for v in values), 3)
+
+    first = dict(infos[0]) if infos else {}
+    devices = sorted({str(info.get("device")) for info in infos})
+    threads = sorted({info.get("num_threads") for info in infos if info.get("num_threads") is not None})
+    decode_time, encoder_time, audio = total("decode_time"), total("encoder_time"), total("audio_seconds")
+    cpu_time, encoder_cpu = total("decode_cpu_time"), total("encoder_cpu_time")
+    return {
+        "name": first.get("name"),
+        "asr_train_config": first.get("asr_train_config"),
+        "asr_model_file": first.get("asr_model_file"),
+        "device": devices[0] if len(devices) == 1 else ",".join(devices),
+        "num_threads": threads[0] if len(threads) == 1 else (threads or None),
+        "jobs": len(infos),
+        "num_utts": total("num_utts"),
+        "num_skipped": total("num_skipped"),
+        "decode_time": decode_time,
+        "encoder_time": encoder_time,
+        "audio_seconds": audio,
+        "rtf": round(decode_time / audio, 5) if decode_time is not None and audio else None,
+        "encoder_share": round(encoder_time / decode_time, 4) if encoder_time is not None and decode_time
+        else None,
+        "decode_cpu_time": cpu_time,
+        "encoder_cpu_time": encoder_cpu,
+        "cpu_rtf": round(cpu_time / audio, 5) if cpu_time is not None and audio else None,
+        "encoder_cpu_share": round(encoder_cpu / cpu_time, 4) if encoder_cpu is not None and cpu_time else None,
+        "inference_options": first.get("inference_options"),
+    }
+
+
+def read_decode_info(hyp_dir) -> Optional[Dict[str, Any]]:
+    """A model's decode_info.yaml (a job's or a merged one); None when absent or unreadable."""
+    path = Path(hyp_dir) / DECODE_INFO
+    if not path.is_file():
+        return None
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 class TooShort(Exception):
     """An utterance too short for the model (when ESPnet's own error class is not found)."""
 
@@ -285,6 +389,7 @@ def decode_model(name, config, model, out_root: Path, kwargs, run_opts, data_tri
                  inference_module, task) -> Dict[str, Any]:
     """Decode the share with one model; write its directory atomically, then its record."""
     device = "cuda" if run_opts["ngpu"] > 0 else "cpu"
+    import torch
     from espnet2.torch_utils.set_all_random_seed import set_all_random_seed
 
     set_all_random_seed(run_opts["seed"])
@@ -299,6 +404,7 @@ def decode_model(name, config, model, out_root: Path, kwargs, run_opts, data_tri
         raise InputError(f"{name}: {model} (with {config}) cannot be loaded ({type(e).__name__}: "
                          f"{detail}); the file is damaged or does not fit its config: make it again") from e
     load_time = time.perf_counter() - start
+    timer = encoder_timer(speech2text, device)
     key_share = key_file
     usable = [k for k in keys if k not in bad]
     if bad:
@@ -321,6 +427,7 @@ def decode_model(name, config, model, out_root: Path, kwargs, run_opts, data_tri
     records.remove_record(out_root / name)
     with atomic_output_dir(out_root / name) as tmp_dir:
         decode_time = 0.0
+        decode_cpu_time = 0.0
         num_samples = 0
         decoded = []
         with (tmp_dir / "text").open("w", encoding="utf-8") as f_text, (
@@ -334,6 +441,7 @@ def decode_model(name, config, model, out_root: Path, kwargs, run_opts, data_tri
                 if "speech" in batch:
                     num_samples += int(batch["speech"].shape[0])
                 t0 = time.perf_counter()
+                c0 = time.process_time()
                 try:
                     speech = batch.get("speech")
                     if speech is not None and speech.dim() == 1 and speech.shape[0] < min_samples:
@@ -349,6 +457,7 @@ def decode_model(name, config, model, out_root: Path, kwargs, run_opts, data_tri
                     continue
                 finally:
                     decode_time += time.perf_counter() - t0
+                    decode_cpu_time += time.process_time() - c0
                 if isinstance(results, tuple):  # (nbest, intermediate CTC outputs)
                     results = results[0]
                 if results:
@@ -369,6 +478,10 @@ def decode_model(name, config, model, out_root: Path, kwargs, run_opts, data_tri
                 f"the data, e.g. {missing[:3]}"
             )
         audio_seconds = num_samples / fs if fs else None
+        encoder_time = encoder_cpu_time = None
+        if timer is not None:
+            encoder_time, encoder_cpu_time = timer.seconds, timer.cpu_seconds
+            timer.remove()
         (tmp_dir / "decode_time").write_text(f"{decode_time:.3f}\n")
         (tmp_dir / "num_utts").write_text(f"{len(decoded)}\n")
         (tmp_dir / "skipped").write_text("".join(f"{k} {skipped[k]}\n" for k in sorted(skipped)),
@@ -378,15 +491,24 @@ def decode_model(name, config, model, out_root: Path, kwargs, run_opts, data_tri
             "asr_train_config": str(config),
             "asr_model_file": str(model),
             "device": device,
+            "num_threads": torch.get_num_threads(),
             "num_utts": len(decoded),
             "num_skipped": len(skipped),
             "decode_time": round(decode_time, 3),
             "load_time": round(load_time, 3),
+            "encoder_time": None if encoder_time is None else round(encoder_time, 3),
             "audio_seconds": None if audio_seconds is None else round(audio_seconds, 3),
             "rtf": round(decode_time / audio_seconds, 5) if audio_seconds else None,
+            "encoder_share": round(encoder_time / decode_time, 4) if encoder_time is not None and decode_time
+            else None,
+            "decode_cpu_time": round(decode_cpu_time, 3),
+            "encoder_cpu_time": None if encoder_cpu_time is None else round(encoder_cpu_time, 3),
+            "cpu_rtf": round(decode_cpu_time / audio_seconds, 5) if audio_seconds else None,
+            "encoder_cpu_share": round(encoder_cpu_time / decode_cpu_time, 4)
+            if encoder_cpu_time is not None and decode_cpu_time else None,
             "inference_options": kwargs,
         }
-        with (tmp_dir / "decode_info.yaml").open("w", encoding="utf-8") as f:
+        with (tmp_dir / DECODE_INFO).open("w", encoding="utf-8") as f:
             yaml.safe_dump(info, f, sort_keys=False, allow_unicode=True)
     if key_share != key_file:
         Path(key_share).unlink()
@@ -445,11 +567,14 @@ def decode_share(models_scp: str, data_triples: Sequence[Tuple[str, str, str]], 
 
 
 def merge_job_outputs(name: str, config, model, data_triples, options, job_dirs: Sequence[Path],
-                      key_files: Sequence[Path], out: Path) -> records.Record:
+                      key_files: Sequence[Path], out: Path, seconds: Optional[float] = None) -> records.Record:
     """The jobs' outputs of model ``name`` joined into ``out`` (text/token/score
-    sorted by key; decode_time and num_utts one line per job), with its record."""
+    sorted by key; decode_time and num_utts one line per job; decode_info.yaml with the jobs'
+    timings summed), with its record (``seconds``: the time it took, default the longest job's
+    time for this model)."""
     parts: Dict[str, List[str]] = {f: [] for f in MERGED_FILES}
-    seconds = 0.0
+    infos: List[Dict[str, Any]] = []
+    job_seconds = 0.0
     skipped = 0
     for job_dir, key_file in zip(job_dirs, key_files):
         keys = share_keys(str(key_file), data_triples)
@@ -458,10 +583,11 @@ def merge_job_outputs(name: str, config, model, data_triples, options, job_dirs:
         if not status.current:
             raise InputError(f"decoding of {name}: {status.describe()}; the job did not finish "
                              f"(see {job_dir.parent}/decode.*.log): run the stage again")
-        seconds = max(seconds, status.record.seconds or 0.0)
+        job_seconds = max(job_seconds, status.record.seconds or 0.0)
         skipped += int(status.record.info.get("num_skipped", 0))
         for f in MERGED_FILES:
             parts[f].append((job_dir / name / f).read_text(encoding="utf-8"))
+        infos.append(read_decode_info(job_dir / name) or {})
     records.remove_record(out)
     with atomic_output_dir(out) as tmp:
         for f in MERGED_FILES:
@@ -469,5 +595,8 @@ def merge_job_outputs(name: str, config, model, data_triples, options, job_dirs:
             if f in ("text", "token", "score", "skipped"):
                 text = "".join(sorted(text.splitlines(keepends=True), key=lambda line: line.split(maxsplit=1)[0]))
             (tmp / f).write_text(text, encoding="utf-8")
-    return records.write_record(out, hyp_made_from(config, model, data_triples, options), seconds=seconds,
-                                info={"num_skipped": skipped})
+        with (tmp / DECODE_INFO).open("w", encoding="utf-8") as f:
+            yaml.safe_dump(merged_decode_info(infos), f, sort_keys=False, allow_unicode=True)
+    return records.write_record(out, hyp_made_from(config, model, data_triples, options),
+                                seconds=job_seconds if seconds is None else seconds,
+                                info={"num_skipped": skipped, "job_seconds": job_seconds})

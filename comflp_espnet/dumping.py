@@ -17,6 +17,9 @@ from comflp_espnet.atomic import atomic_output_dir
 from comflp_espnet.datadir import DataDirError, read_kaldi_map, read_keys, unreadable_audio, utterance_ids
 from comflp_espnet.decoding import MIN_SECONDS, sample_rate
 
+# Utterances per forward pass of the dump (comflp_dump --batch_size).
+DEFAULT_BATCH_SIZE = 8
+
 
 class DumpError(RuntimeError):
     """Bad input for a state dump."""
@@ -88,13 +91,18 @@ def run_dump(
     pooling: str = "mean",
     frames_per_utt: Optional[int] = None,
     seed: int = 0,
-    batch_size: int = 8,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     num_workers: int = 0,
     device: str = "cpu",
     extra_info: Optional[Dict[str, Any]] = None,
     skip_bad_utts: bool = False,
 ) -> Dict[str, Any]:
     """Dump states of the utterances to ``output_dir`` (atomically); return the info.
+
+    Batches are ``batch_size`` consecutive utterances of the list (the key file,
+    else the data file), so that a list made of whole batches of a larger set
+    (``comflp_espnet.job_batches``) gives the states that set gives: a skipped
+    utterance leaves its batch smaller and does not shift the later ones.
 
     An utterance whose audio cannot be read, or that is too short for the
     encoder's subsampling, is an error; with ``skip_bad_utts`` it is skipped
@@ -114,23 +122,33 @@ def run_dump(
             f"{len(bad)} utterance(s) of {wav_scp} cannot be read, e.g. {key}: {bad[key]}; fix or remove "
             "them from the data dir, or pass --comflp_skip_bad_utts true (--skip_bad_utts true) to skip them")
     reasons: Dict[str, str] = dict(bad)
-    if bad:
-        filtered = Path(output_dir).parent / f".{Path(output_dir).name}.keys"
-        filtered.parent.mkdir(parents=True, exist_ok=True)
-        filtered.write_text("".join(f"{k}\n" for k in keys_wanted if k not in bad), encoding="utf-8")
-        key_file = str(filtered)
     fs = sample_rate(train_args)
     min_samples = int(MIN_SECONDS * fs) if fs else 0
     loader = ASRTask.build_streaming_iterator(
         list(data_path_and_name_and_type),
         dtype="float32",
-        batch_size=batch_size,
+        batch_size=1,
         key_file=key_file,
         num_workers=num_workers,
         preprocess_fn=ASRTask.build_preprocess_fn(train_args, False),
-        collate_fn=ASRTask.build_collate_fn(train_args, False),
+        collate_fn=None,
         inference=True,
     )
+    if bad:
+        # Unreadable utterances are passed over (ESPnet's data set takes a list of keys too).
+        loader.dataset.key_file = [k for k in keys_wanted if k not in bad]
+    collate = ASRTask.build_collate_fn(train_args, False)
+    position = {k: i for i, k in enumerate(keys_wanted)}
+
+    def batches_of_the_list():
+        from comflp_espnet.job_batches import batch_groups
+
+        def items():
+            for key, data in loader.dataset:
+                yield position[key], (key, data)
+
+        for group in batch_groups(items(), batch_size):
+            yield collate(group)
     skipped: List[str] = []
     num_frames = 0
     dim = None
@@ -139,7 +157,7 @@ def run_dump(
         with StatesWriter(tmp_dir, final_dir=output_dir) as writer, EncoderStateCollector(
             model, pooling=pooling, frames_per_utt=frames_per_utt, seed=seed
         ) as collector:
-            batches = iter(loader)
+            batches = batches_of_the_list()
             last_key = None
             while True:
                 try:
@@ -212,8 +230,6 @@ def run_dump(
         }
         info.update(extra_info or {})
         write_info(tmp_dir, info)
-    if bad:
-        Path(key_file).unlink()
     if skipped:
         logging.warning(f"{len(skipped)} utterance(s) skipped (--skip_bad_utts true): "
                         + ", ".join(f"{k} ({reasons[k]})" for k in skipped[:10]) + f" (see {output_dir})")

@@ -3,7 +3,10 @@
 At step s (1..k) every layer still present is tried: the model with the layers
 removed in steps 1..s-1 plus that one layer removed is decoded on the
 fine-search set, and the layer whose removal gives the fewest errors is removed
-(ties: the lower layer id).  Step s therefore decodes L - s + 1 models (fewer
+(ties: the lower layer id).  With a proxy (``--comflp_glp_metric ctc_greedy``
+or ``loss``) the step's models are scored by the proxy instead of decoded (one
+proxy array per step, no model written: ``comflp_espnet.fine_search``), and the
+layer with the best proxy value is removed.  Step s therefore decodes L - s + 1 models (fewer
 under constraints), k*L - k(k-1)/2 in all.  This module does the bookkeeping
 of the steps (only numbers and JSON, no model is loaded); building, decoding
 and scoring the step's models is the recipe's (stage 16, through the same
@@ -13,8 +16,10 @@ A step's directory (``comflp_espnet.rundir.TagDir.glp_step``) holds::
 
     proposals.json   the step's models, one proposal per tried layer (rank =
                      position in layer order), the proposals format
-    step.json        the tried layers with their errors, the chosen layer, the
-                     layers removed so far, the number of decodes and seconds
+    step.json        the tried layers with their errors (or proxy values), the
+                     chosen layer, the layers removed so far, the number of
+                     decodes / proxy evaluations and seconds
+    proxy.json       (proxy metric) each tried model's proxy value
 """
 
 import math
@@ -128,8 +133,31 @@ def choose(step: int, props: Dict[str, Any], summary: Dict[str, Any], seconds: O
     best = min(tried, key=lambda t: (t["num_err"], t["layer"]))
     return {"step": step, "metric": metric, "removed_before": props.get("removed_before", []),
             "chosen_layer": best["layer"], "chosen_name": best["name"], "removed": best["pruned"],
-            "num_err": best["num_err"], "error_rate": best["error_rate"], "num_decodes": len(tried),
-            "num_utts": summary.get("num_utts"), "seconds": seconds, "tried": tried}
+            "num_err": best["num_err"], "error_rate": best["error_rate"], "value": best["error_rate"],
+            "num_decodes": len(tried), "num_proxy": 0, "num_utts": summary.get("num_utts"), "seconds": seconds,
+            "tried": tried}
+
+
+def choose_by_proxy(step: int, props: Dict[str, Any], values: Dict[str, Dict[str, Any]], metric: str,
+                    seconds: Optional[float]) -> Dict[str, Any]:
+    """Record of step ``step`` from its models' proxy values (``values``: name -> {"value", and
+    for an error rate "num_err", "num_ref"}; lower is better): the best wins, ties the lower layer."""
+    proposals = props.get("proposals")
+    if not isinstance(proposals, list) or not proposals:
+        raise GlpError(f"greedy step {step}: no models")
+    tried = []
+    for name, prop in candidate_names(proposals).items():
+        if name not in values:
+            raise GlpError(f"greedy step {step}: no proxy value for {name} (layer {prop['layer']})")
+        v = values[name]
+        tried.append({"name": name, "layer": int(prop["layer"]), "pruned": prop["pruned"],
+                      "value": float(v["value"]), "num_err": v.get("num_err"), "num_ref": v.get("num_ref"),
+                      "error_rate": float(v["value"]) if v.get("num_err") is not None else None})
+    best = min(tried, key=lambda t: (t["num_err"] if t["num_err"] is not None else t["value"], t["layer"]))
+    return {"step": step, "metric": metric, "removed_before": props.get("removed_before", []),
+            "chosen_layer": best["layer"], "chosen_name": best["name"], "removed": best["pruned"],
+            "num_err": best["num_err"], "error_rate": best["error_rate"], "value": best["value"],
+            "num_decodes": 0, "num_proxy": len(tried), "seconds": seconds, "tried": tried}
 
 
 def finish(steps: Sequence[Dict[str, Any]], num_layers: int, num_prune: int, keep_first: bool = False,
@@ -138,6 +166,7 @@ def finish(steps: Sequence[Dict[str, Any]], num_layers: int, num_prune: int, kee
     """Proposals JSON of the whole search: one proposal (the greedy result), every step under "glp"."""
     pruned = removed_after(steps)
     total_decodes = sum(int(s["num_decodes"]) for s in steps)
+    total_proxy = sum(int(s.get("num_proxy") or 0) for s in steps)
     seconds = [s.get("seconds") for s in steps]
     total_seconds = None if any(x is None for x in seconds) else round(math.fsum(seconds), 3)
     return {
@@ -149,9 +178,11 @@ def finish(steps: Sequence[Dict[str, Any]], num_layers: int, num_prune: int, kee
         "proposals": [proposal_item(pruned, num_layers, rank=1)],
         "glp": {
             "num_decodes": total_decodes,
+            "num_proxy": total_proxy,
             "seconds": total_seconds,
             "steps": [{k: s.get(k) for k in ("step", "chosen_layer", "removed", "metric", "num_err",
-                                             "error_rate", "num_decodes", "seconds")} for s in steps],
+                                             "error_rate", "value", "num_decodes", "num_proxy", "seconds")}
+                      for s in steps],
         },
     }
 

@@ -7,15 +7,28 @@ Layout (``<tag>`` is one search, ``<measure>_<search>_prune<k>`` by default)::
       .lock                          run lock: pid, host, start time, command of the holder
       calib/                         calibration subset of --train_set (Kaldi data dir)   stage 14
       states/                        states.scp, states_info.yaml, logdir/ (jobs, arks)   stage 14
-      corr/<measure>.{npy,png,log}   correlation matrix and heatmap                       stage 15
+      corr/<measure>.{npy,png}       correlation matrix and heatmap, one per measure      stage 15
       fine/                          fine-search subset of --comflp_fine_set              stage 17 (16 for glp)
+      parameters.json                the model's learnable parameters (names, per layer)  stage 17
+      fine_evals/                    evaluations on fine/, shared by every search:        stages 16-17
+        <proxy>_<h>/                 proxy scores (ctc_greedy_<h>, loss_<h>; <h>: digest
+                                     of the proxy's options, in how.json): <key>/text or
+                                     <key>/loss per pruned set, logdir/ (the jobs)
+        decode_<h>/                  full decodes (<h>: digest of the decoding options,
+                                     in how.json): hyp/<key>/{text,token,score,...}, logdir/
+                                     (<key>: the pruned set, rundir.eval_key: rm02-03-07;
+                                     original for the unpruned model)
+      sweep/                         sweep.{json,md,png}: every depth's winner of a run   stage 18 (20)
+                                     of several depths (comflp_espnet.sweep_stage)
       <tag>/
         proposals.json               coarse-search result                                 stage 16
         glp/stepNN/                  greedy steps (glp only): proposals.json, step.json,
-                                     decode/, scores/
-        candidates/models.scp        models of the fine search
-        candidates/candNN/           one pruned ESPnet model each: config.yaml, model, prune.yaml
-        fine_decode/                 models.scp, logdir/, hyp/<model>/{text,token,score,...} stage 17
+                                     decode/, scores/ (--comflp_glp_metric decode) or
+                                     proxy.json (ctc_greedy, loss)
+        fine_search/                 fine_search.json (every candidate's proxy value,     stage 17
+                                     the finalists and their decodes), models.scp
+        candidates/candNN/           the finalists, one pruned ESPnet model each:         stage 17
+                                     config.yaml, model, prune.yaml (NN: coarse rank)
         scores/                      scores.{md,json}, ranking.{md,json}, winner          stage 18
         winner -> candidates/candNN
         search_cost.{json,md}                                                             stage 18
@@ -59,6 +72,25 @@ def pruned_key(pruned: Iterable[int]) -> str:
     return "rm" + "-".join(f"{int(x):02d}" for x in sorted(pruned))
 
 
+UNPRUNED_KEY = "unpruned"
+
+
+def eval_key(pruned: Iterable[int]) -> str:
+    """The key of a pruned set's entries in ``fine_evals/``: ``rm02-03-07``; ``unpruned`` for a
+    candidate that removes nothing (a copy of the model; the model itself is ``original``)."""
+    pruned = list(pruned)
+    return pruned_key(pruned) if pruned else UNPRUNED_KEY
+
+
+def parse_list(text: str) -> List[str]:
+    """Items of an option that takes a list: separated by spaces or commas, in order, each once."""
+    items: List[str] = []
+    for item in text.replace(",", " ").split():
+        if item not in items:
+            items.append(item)
+    return items
+
+
 class RunDir:
     """Paths of one ``--comflp_dir``."""
 
@@ -91,6 +123,8 @@ class RunDir:
 
     # The names of a job array's files, with JOB for the job number (as ${cmd} JOB=1:N substitutes it).
     states_keys_pattern = property(lambda self: self.states_logdir / "keys.JOB.scp")
+    # Each dump job's share of the calibration scp: whole length-sorted batches (job_batches).
+    states_data_pattern = property(lambda self: self.states_logdir / "wav.JOB.scp")
     states_job_pattern = property(lambda self: self.states_logdir / "output.JOB")
     states_log_pattern = property(lambda self: self.states_logdir / "dump.JOB.log")
 
@@ -112,12 +146,27 @@ class RunDir:
     def heatmap(self, measure: str) -> Path:
         return self.corr_dir / f"{measure}.png"
 
-    def corr_log(self, measure: str) -> Path:
-        return self.corr_dir / f"{measure}.log"
+    def corr_log(self, measures: str) -> Path:
+        """Log of the process that computed the matrices of ``measures`` (joined by '+')."""
+        return self.corr_dir / f"{measures}.log"
 
     @property
     def fine(self) -> Path:
         return self.root / "fine"
+
+    @property
+    def parameters(self) -> Path:
+        return self.root / "parameters.json"
+
+    @property
+    def fine_evals(self) -> Path:
+        return self.root / "fine_evals"
+
+    def proxy_evals(self, proxy: str, how_digest: str) -> "ProxyEvalDir":
+        return ProxyEvalDir(self.fine_evals / f"{proxy}_{how_digest[:8]}")
+
+    def decode_evals(self, how_digest: str) -> "DecodeDir":
+        return DecodeDir(self.fine_evals / f"decode_{how_digest[:8]}")
 
     def tag(self, name: str) -> "TagDir":
         return TagDir(self.root / name)
@@ -141,6 +190,7 @@ class DecodeDir:
         self.root = Path(root)
 
     models_scp = property(lambda self: self.root / "models.scp")
+    how_json = property(lambda self: self.root / "how.json")
     hyp_root = property(lambda self: self.root / "hyp")
     score = property(lambda self: self.root / "score")
     logdir = property(lambda self: self.root / "logdir")
@@ -160,6 +210,33 @@ class DecodeDir:
         return job_path(self.keys_pattern, n)
 
 
+class ProxyEvalDir:
+    """Proxy scores of pruned sets on the fine-search subset, one way of scoring (a proxy and its
+    options, described in how.json)::
+
+        <root>/how.json           the proxy and its options
+        <root>/<key>/text|loss    one pruned set's proxy output (a freshness record each)
+        <root>/logdir/            candidates.txt, wav.N.scp (text.N), output.N/, proxy.N.log
+    """
+
+    def __init__(self, root: PathLike):
+        self.root = Path(root)
+
+    how_json = property(lambda self: self.root / "how.json")
+    logdir = property(lambda self: self.root / "logdir")
+    candidates_file = property(lambda self: self.logdir / "candidates.txt")
+    wav_pattern = property(lambda self: self.logdir / "wav.JOB.scp")
+    text_pattern = property(lambda self: self.logdir / "text.JOB")
+    job_pattern = property(lambda self: self.logdir / "output.JOB")
+    log_pattern = property(lambda self: self.logdir / "proxy.JOB.log")
+
+    def entry(self, key: str) -> Path:
+        return self.root / key
+
+    def job(self, n: int) -> Path:
+        return job_path(self.job_pattern, n)
+
+
 class TagDir:
     """Paths of one search, ``<comflp_dir>/<tag>``."""
 
@@ -171,9 +248,9 @@ class TagDir:
     candidates = property(lambda self: self.root / "candidates")
     models_scp = property(lambda self: self.candidates / "models.scp")
     glp = property(lambda self: self.root / "glp")
-    fine_decode = property(lambda self: self.root / "fine_decode")
-    fine_decoding = property(lambda self: DecodeDir(self.fine_decode))
-    fine_hyp = property(lambda self: self.fine_decode / "hyp")
+    fine_search = property(lambda self: self.root / "fine_search")
+    fine_search_json = property(lambda self: self.fine_search / "fine_search.json")
+    fine_models_scp = property(lambda self: self.fine_search / "models.scp")
     scores = property(lambda self: self.root / "scores")
     ranking_json = property(lambda self: self.scores / "ranking.json")
     winner_link = property(lambda self: self.root / "winner")
@@ -200,6 +277,9 @@ class TagDir:
 
     def glp_step_scores(self, step: int) -> Path:
         return self.glp_step(step) / "scores"
+
+    def glp_step_proxy(self, step: int) -> Path:
+        return self.glp_step(step) / "proxy.json"
 
     def test_decode_root(self, inference_tag: str) -> Path:
         return self.root / "test_decode" / inference_tag
@@ -437,3 +517,38 @@ def read_step(step_dir: PathLike) -> Optional[Dict[str, Any]]:
     if not isinstance(data, dict) or "chosen_layer" not in data:
         raise DocumentError(f"{path}: not a greedy step record; remove {Path(step_dir)} and rerun stage 16")
     return data
+
+
+# ---- fine_search/fine_search.json (written by stage 17; read by stage 18, search cost, the benchmark)
+def write_fine_search(tag_dir: TagDir, data: Dict[str, Any]) -> None:
+    write_json(tag_dir.fine_search_json, data)
+
+
+def read_fine_search(tag_dir: TagDir) -> Dict[str, Any]:
+    data = read_json(tag_dir.fine_search_json, "fine search", hint="written by stage 17")
+    if not isinstance(data, dict) or not isinstance(data.get("candidates"), list) \
+            or not isinstance(data.get("finalists"), list):
+        raise DocumentError(f"{tag_dir.fine_search_json}: not a fine search record; run stage 17 again")
+    return data
+
+
+# ---- parameters.json: the model's learnable parameters (written by stage 17 from the proxy jobs
+#      or by building the model; read by the candidates' surgery and the ranking)
+def write_parameters(run_dir: RunDir, data: Dict[str, Any]) -> None:
+    write_json(run_dir.parameters, data)
+
+
+def read_parameters(run_dir: RunDir) -> Optional[Dict[str, Any]]:
+    if not run_dir.parameters.is_file():
+        return None
+    data = read_json(run_dir.parameters, "learnable parameters")
+    if not isinstance(data, dict) or not isinstance(data.get("learnable"), list):
+        raise DocumentError(f"{run_dir.parameters}: not a parameters record; remove it to make it again")
+    return data
+
+
+# ---- how.json of an evaluation directory (written once when it is made; read by people)
+def write_how(path: PathLike, data: Dict[str, Any]) -> None:
+    path = Path(path)
+    text = json.dumps(data, indent=2, sort_keys=True) + "\n"
+    _write_if_changed(path, text)

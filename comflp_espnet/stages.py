@@ -8,13 +8,25 @@ commands of that tool map onto the functions here:
     check            the option and data checks, before stage 14 does any work
     lock / unlock    the run lock of --comflp_dir (comflp_espnet.runlock); sweep temporary outputs
     check_run_dir    the checks that read the run directory, under the lock
+    layout           the paths of one search (--only_tag), for the stages run per search (19-21)
     status  N        is stage N current (skip) or to be run (and why)
     begin   N / end N   the work before / after stage N's job array
+    finalists        stage 17 between its proxy array and its decode array
     run     N        a stage without job array (16, 18)
     glp_step_begin / glp_step_end   one step of greedy layer pruning (stage 16)
     search_cost      search_cost.{json,md} from the records (stage 18)
+    sweep            a run of several depths: sweep/ and the searches of stages 19-21
+                     (comflp_espnet.sweep_stage)
 
-Decodings (stages 16 with glp, 17, 20) go through ``comflp_espnet.decode_dir``.
+One run handles every depth of ``--comflp_num_prune`` / ``--comflp_keep`` (a
+list): one search directory (tag) per depth, sharing the states, one matrix per
+measure, the fine-search subset and the evaluations of ``fine_evals/``
+(``comflp_espnet.fine_search``); stages 16-18 work on all of them at once (one
+proxy array and one decode array in stage 17), stages 19-21 one after another
+(``--only_tag``).
+
+Decodings (stages 16 with glp and 20) go through ``comflp_espnet.decode_dir``;
+the fine search (stage 17) through ``comflp_espnet.fine_search``.
 
 Freshness: every output has a record (``comflp_espnet.records``) of the
 digests it was made from.  ``Run.status(name)`` computes the ``made_from``
@@ -33,6 +45,7 @@ it when they need it.
 
 import dataclasses
 import logging
+import math
 import os
 import shutil
 import time
@@ -42,7 +55,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from comflp_espnet import records, rundir
 from comflp_espnet.atomic import atomic_output_file, remove_temporaries
 from comflp_espnet.cli import InputError
-from comflp_espnet.datadir import input_spec, write_job_keys
+from comflp_espnet.datadir import input_spec
 from comflp_espnet.records import Status
 from comflp_espnet.rundir import ORIGINAL_NAME, RunDir, TagDir
 
@@ -50,7 +63,7 @@ from comflp_espnet.rundir import ORIGINAL_NAME, RunDir, TagDir
 SUBSET_CODE = "subset-1"
 STATES_CODE = "states-1"
 MATRIX_CODE = "matrix-1"
-SEARCH_CODE = "search-1"
+SEARCH_CODE = "search-2"
 SCORE_CODE = "score-1"
 FINETUNE_CODE = "finetune-1"
 PACK_CODE = "pack-1"
@@ -64,8 +77,15 @@ SHARED_OPTIONS = {
     "corr": "--comflp_dc_batch_size",
     "fine": "--comflp_fine_set, --comflp_fine_nutt, --comflp_seed",
 }
-STAGE_OF = {"calib": 14, "states": 14, "corr": 15, "fine": 17, "proposals": 16, "candidates": 16,
-            "fine_decode": 17, "scores": 18, "finetune": 19}
+STAGE_OF = {"calib": 14, "states": 14, "corr": 15, "fine": 17, "proposals": 16, "fine_search": 17,
+            "scores": 18, "finetune": 19}
+FINE_PROXIES = ("ctc_greedy", "loss", "none")
+GLP_METRICS = ("decode", "ctc_greedy", "loss")
+
+
+def output_kind(name: str) -> str:
+    """``corr:<measure>`` -> ``corr`` (one output per measure)."""
+    return name.split(":", 1)[0]
 
 
 class StageError(InputError):
@@ -100,11 +120,14 @@ class Options:
     seed: int = 0
     pooling: str = "mean"
     dump_args: str = ""
-    measure: str = "dc"
+    measure: str = "dc"           # one measure or a list ("dc svcca cka")
     dc_batch_size: str = ""
     search: str = "dp"
-    num_prune: str = ""
+    num_prune: str = ""           # one depth or a list ("3 6")
     keep: str = ""
+    sweep: bool = False           # every depth 1..L-1 (comflp_espnet.sweep)
+    sweep_range: str = ""         # the depths A..B of a sweep ("A:B")
+    max_degradation: str = ""     # choose the smallest winner within this many points (empty: no choice)
     topk: int = 10
     beam_size: int = 10
     aggregate: str = "mean"
@@ -113,6 +136,10 @@ class Options:
     max_run: str = ""
     protect: str = ""
     fine_nutt: int = 500
+    fine_proxy: str = "ctc_greedy"
+    fine_finalists: int = 3
+    proxy_batch_size: int = 8
+    glp_metric: str = "decode"
     finetune: bool = False
     finetune_config: str = ""
     finetune_args: str = ""
@@ -121,6 +148,7 @@ class Options:
     feats_normalize: str = ""
     bpemodel: str = ""
     stages: Sequence[int] = ()
+    only_tag: str = ""            # one search of the run (stages 19-21 run per search)
 
 
 def shell_assignments(values: Dict[str, Any]) -> str:
@@ -163,6 +191,9 @@ class Run:
         self.num_layers: Optional[int] = None
         self.num_prune: Optional[int] = None
         self.tag: str = opts.comflp_tag
+        # Every depth of the run and its search directory, in the order given.
+        self.depths: List[int] = []
+        self.tags: List[str] = []
 
     # ------------------------------------------------------------------ the model and the names
     def read_model(self, verbose: bool = False) -> None:
@@ -192,29 +223,112 @@ class Run:
             raise StageError(f"{self.asr_train_config}: encoder '{encoder}' is not supported "
                              f"({', '.join(SUPPORTED_ENCODERS)})")
         L = self.num_layers = num_blocks
-        if self.o.search == "none":
-            self.num_prune = 0
-        elif self.o.keep:
-            if int(self.o.keep) >= L:
-                raise StageError(f"--comflp_keep {self.o.keep} must be smaller than the {L} encoder layers "
-                                 f"of {self.asr_train_config}")
-            self.num_prune = L - int(self.o.keep)
-        elif self.o.num_prune:
-            if int(self.o.num_prune) >= L:
-                raise StageError(f"--comflp_num_prune {self.o.num_prune} must be smaller than the {L} "
-                                 f"encoder layers of {self.asr_train_config}")
-            self.num_prune = int(self.o.num_prune)
-        else:
-            self.num_prune = L // 2
-            if verbose:
-                logging.info(f"--comflp_num_prune not given: removing half of the {L} encoder layers "
-                             f"({self.num_prune})")
+        self.depths = self.parse_depths(L, verbose)
         for layer in self.protect:
             if layer > L:
                 raise StageError(f"--comflp_protect {self.o.protect}: layer {layer} does not exist "
                                  f"(the encoder has {L} layers)")
-        if not self.tag:
-            self.tag = rundir.default_tag(self.o.measure, self.o.search, self.num_prune)
+        self.check_measures()
+        self.tags = [self.tag_name(k) for k in self.depths]
+        if len(set(self.tags)) != len(self.tags):
+            raise StageError(f"the depths {self.depths} give the same search directory twice")
+        index = 0
+        if self.o.only_tag:
+            if self.o.only_tag not in self.tags:
+                raise StageError(f"--only_tag {self.o.only_tag} is not a search of this run "
+                                 f"({', '.join(self.tags)})")
+            index = self.tags.index(self.o.only_tag)
+        self.num_prune, self.tag = self.depths[index], self.tags[index]
+
+    def parse_depths(self, L: int, verbose: bool) -> List[int]:
+        """The depths (layers removed) of ``--comflp_num_prune`` or ``--comflp_keep``, a list."""
+        if self.o.search == "none" and not (self.o.sweep or self.o.sweep_range):
+            return [0]
+        if self.o.sweep or self.o.sweep_range:
+            from comflp_espnet.sweep_stage import depths_of_run
+
+            return depths_of_run(self, L, verbose)
+        option, values = None, []
+        for name in ("keep", "num_prune"):
+            text = getattr(self.o, name)
+            if text:
+                option = f"--comflp_{name}"
+                try:
+                    values = [int(x) for x in rundir.parse_list(str(text))]
+                except ValueError:
+                    raise StageError(f"{option} must list positive integers, got '{text}'")
+                if not values or min(values) < 1:
+                    raise StageError(f"{option} must list positive integers, got '{text}'")
+                if max(values) >= L:
+                    raise StageError(f"{option} {text}: every value must be smaller than the {L} encoder "
+                                     f"layers of {self.asr_train_config}")
+                return [L - v for v in values] if name == "keep" else values
+        if verbose:
+            logging.info(f"--comflp_num_prune not given: removing half of the {L} encoder layers ({L // 2})")
+        return [L // 2]
+
+    def tag_name(self, num_prune: int) -> str:
+        """``<measures>_<search>_prune<k>``; a given --comflp_tag names the search of a single
+        depth, and is the stem of the names of several (``<comflp_tag>_prune<k>``)."""
+        if self.o.comflp_tag:
+            if len(self.depths) == 1:
+                return self.o.comflp_tag
+            return f"{self.o.comflp_tag}_prune{num_prune}"
+        return rundir.default_tag("+".join(self.measures), self.o.search, num_prune)
+
+    @property
+    def measures(self) -> List[str]:
+        return rundir.parse_list(self.o.measure) or ["dc"]
+
+    def check_measures(self) -> None:
+        from comflp_espnet.measures import MEASURES
+
+        for m in self.measures:
+            if m not in MEASURES:
+                raise StageError(f"unknown --comflp_measure '{m}'; choose from: {', '.join(MEASURES)}")
+        if len(self.measures) > 1 and self.o.search not in ("dp", "beam", "greedy", "exhaustive"):
+            raise StageError(f"--comflp_measure '{self.o.measure}' lists several measures, whose proposals are "
+                             "joined: that needs a CoMFLP search (--comflp_search dp, beam, greedy or "
+                             f"exhaustive), not {self.o.search}")
+
+    def for_tag(self, tag: str) -> "Run":
+        """This run's view of one of its searches."""
+        other = Run(dataclasses.replace(self.o, only_tag=tag))
+        other._config, other.num_layers, other.depths, other.tags = \
+            self._config, self.num_layers, list(self.depths), list(self.tags)
+        index = self.tags.index(tag)
+        other.num_prune, other.tag = self.depths[index], tag
+        return other
+
+    def tag_runs(self) -> List["Run"]:
+        """One view per search of the run (just the one of --only_tag when given)."""
+        if self.o.only_tag:
+            return [self]
+        return [self.for_tag(tag) for tag in self.tags]
+
+    # ------------------------------------------------------------------ the fine search's ways
+    @property
+    def train_config(self) -> Dict[str, Any]:
+        if self._config is None:
+            from comflp_espnet.model_io import read_train_config
+
+            self._config = read_train_config(self.asr_train_config)
+        return self._config
+
+    @property
+    def has_ctc(self) -> bool:
+        """Whether the model has a CTC branch (ESPnet builds none with ctc_weight 0)."""
+        return float((self.train_config.get("model_conf") or {}).get("ctc_weight", 0.5)) != 0.0
+
+    def proxy_for(self, requested: str) -> str:
+        """The proxy used for ``requested``: ctc_greedy falls back to loss without a CTC branch."""
+        if requested == "ctc_greedy" and not self.has_ctc:
+            return "loss"
+        return requested
+
+    @property
+    def fine_proxy(self) -> str:
+        return self.proxy_for(self.o.fine_proxy)
 
     @property
     def protect(self) -> List[int]:
@@ -245,18 +359,23 @@ class Run:
         return original_inputs(self.asr_train_config, self.asr_model_file)
 
     def layout(self) -> Dict[str, Any]:
-        """Paths the stage script uses, from this module (one owner of the layout)."""
+        """Paths the stage script uses, from this module (one owner of the layout): the run's, and
+        those of one search (the first, or --only_tag)."""
         t = self.t
+        first = self.measures[0]
         return {
             "num_layers": self.num_layers, "num_prune": self.num_prune, "comflp_tag": self.tag,
+            "comflp_tags": " ".join(self.tags), "num_prunes": " ".join(map(str, self.depths)),
+            "run_measures": " ".join(self.measures),
             "tag_dir": t.root, "calib_dir": self.dir.calib, "states_dir": self.dir.states,
-            "corr_file": self.dir.corr_file(self.o.measure), "heatmap_file": self.dir.heatmap(self.o.measure),
-            "corr_log": self.dir.corr_log(self.o.measure), "fine_dir": self.dir.fine,
+            "corr_dir": self.dir.corr_dir, "corr_file": self.dir.corr_file(first),
+            "heatmap_file": self.dir.heatmap(first), "fine_dir": self.dir.fine,
             "fine_source": self.fine_source or "", "calib_source": self.calib_source,
             "states_scp": self.dir.states_scp, "proposals_file": t.proposals, "ranking_file": t.ranking_json,
-            "glp_dir": t.glp, "fine_decode_dir": t.fine_decode, "scores_dir": t.scores,
+            "glp_dir": t.glp, "fine_search_dir": t.fine_search, "scores_dir": t.scores,
             "winner_dir": t.winner_link, "finetune_dir": t.finetune, "finetune_config_file": t.finetune_config,
             "test_decode_dir": t.test_decode_root(self.o.inference_tag), "lock_file": self.dir.lock_file,
+            "fine_proxy": self.fine_proxy, "glp_metric": self.proxy_for(self.o.glp_metric),
         }
 
     # ------------------------------------------------------------------ what each output is made from
@@ -273,21 +392,23 @@ class Run:
 
     def path(self, name: str) -> Path:
         t = self.t
+        if name.startswith("corr:"):
+            return self.dir.corr(name.split(":", 1)[1])
         return {
-            "calib": self.dir.calib, "states": self.dir.states, "corr": self.dir.corr(self.o.measure),
-            "fine": self.dir.fine, "proposals": t.proposals, "candidates": t.models_scp,
-            "fine_decode": t.fine_decode, "scores": t.scores, "finetune": t.finetune,
+            "calib": self.dir.calib, "states": self.dir.states, "fine": self.dir.fine,
+            "proposals": t.proposals, "fine_search": t.fine_search, "scores": t.scores,
+            "finetune": t.finetune,
         }[name]
 
     def upstream(self, name: str) -> List[str]:
         if name == "proposals":
             if self.o.search == "glp":
                 return ["fine"]
-            return ["corr"] if self.o.search in MATRIX_METHODS else []
-        return {"calib": [], "states": ["calib"], "corr": ["states"], "fine": [],
-                "candidates": ["proposals"], "fine_decode": ["candidates", "fine"],
-                "scores": ["fine_decode", "candidates", "proposals", "fine"],
-                "finetune": ["scores"]}[name]
+            return [f"corr:{m}" for m in self.measures] if self.o.search in MATRIX_METHODS else []
+        if output_kind(name) == "corr":
+            return ["states"]
+        return {"calib": [], "states": ["calib"], "fine": [], "fine_search": ["proposals", "fine"],
+                "scores": ["fine_search", "fine"], "finetune": ["scores"]}[name]
 
     def options_of(self, name: str) -> Dict[str, Any]:
         o = self.o
@@ -300,8 +421,9 @@ class Run:
         if name == "states":
             return {"pooling": o.pooling, "dump_args": " ".join(o.dump_args.split()), "seed": o.seed,
                     "code": STATES_CODE}
-        if name == "corr":
-            return {"measure": o.measure, "batch_size": o.dc_batch_size if o.measure == "dc" else "",
+        if output_kind(name) == "corr":
+            measure = name.split(":", 1)[1]
+            return {"measure": measure, "batch_size": o.dc_batch_size if measure == "dc" else "",
                     "code": MATRIX_CODE}
         if name == "proposals":
             options = {"method": o.search, "num_layers": self.num_layers, "num_prune": self.num_prune,
@@ -311,23 +433,38 @@ class Run:
                 options["topk"] = o.topk
             if o.search in MATRIX_METHODS:
                 options["aggregate"] = o.aggregate
+                options["measures"] = self.measures
             if o.search == "beam":
                 options["beam_size"] = o.beam_size
             if o.search == "random":
                 options["seed"] = o.seed
             if o.search == "glp":
-                options["inference"] = self.inference_options()
+                metric = self.proxy_for(o.glp_metric)
+                options["metric"] = metric
+                if metric == "decode":
+                    options["inference"] = self.inference_options()
+                else:
+                    options["proxy"] = self.proxy_how(metric)
             return options
-        if name == "candidates":
-            return options_of_candidates([[n, c, m] for n, c, m in self.candidate_models()])
-        if name == "fine_decode":
-            return {"inference": self.inference_options()}
+        if name == "fine_search":
+            from comflp_espnet.fine_search import FINE_CODE
+
+            proxy = self.fine_proxy
+            return {"proxy": proxy, "proxy_how": self.proxy_how(proxy) if proxy != "none" else None,
+                    "finalists": o.fine_finalists, "inference": self.inference_options(),
+                    "include_original": self.include_original, "code": FINE_CODE}
         if name == "scores":
             return {"token_type": o.token_type, "nlsyms_txt": o.nlsyms_txt, "code": SCORE_CODE}
         if name == "finetune":
             return {"args": " ".join(o.finetune_args.split()), "model_file": o.inference_asr_model,
                     "code": FINETUNE_CODE}
         raise KeyError(name)
+
+    def proxy_how(self, proxy: str) -> Dict[str, Any]:
+        """The options that shape a proxy's scores (the identity of its fine_evals directory)."""
+        from comflp_espnet.fine_search import proxy_how
+
+        return proxy_how(proxy, self.o.proxy_batch_size, self.o.gpu_inference, self.o.skip_bad_utts)
 
     def inputs_of(self, name: str, up: Dict[str, records.Record]) -> Dict[str, Any]:
         if name in ("calib", "fine"):
@@ -340,27 +477,15 @@ class Run:
             return dict(self.original(), calib=up["calib"].digest)
         if name == "proposals" and self.o.search == "glp":
             return dict(self.original(), fine=up["fine"].digest)
-        if name == "candidates":
-            return self.candidates_inputs(up["proposals"])
+        if name == "fine_search":
+            from comflp_espnet.fine_search import proxy_inputs
+
+            inputs = {k: rec.digest for k, rec in up.items()}
+            inputs.update(proxy_inputs(self))
+            return inputs
         if name == "finetune":
             return self.finetune_inputs()
         return {k: rec.digest for k, rec in up.items()}
-
-    def candidates_inputs(self, proposals_record: records.Record) -> Dict[str, Any]:
-        """The proposals and every candidate (each must be current)."""
-        from comflp_espnet.candidates import candidate_made_from
-
-        inputs = {"proposals": proposals_record.digest}
-        original = self.original()
-        for name, prop in rundir.read_proposals(self.t.proposals).named().items():
-            status = records.check(self.t.candidate(name),
-                                   candidate_made_from(original, prop["pruned"], prop.get("pruned_decoder", [])))
-            if not status.current:
-                raise _NotCurrent(status)
-            inputs[name] = status.record.digest
-        if self.include_original:
-            inputs[ORIGINAL_NAME] = records.value_digest(original)
-        return inputs
 
     @property
     def include_original(self) -> bool:
@@ -385,21 +510,18 @@ class Run:
                 self._status[name] = Status(self.path(name), records.STALE,
                                             e.status.reason if own else e.describe(), None)
             else:
-                self._status[name] = records.check(self.path(name), expected)
+                status = records.check(self.path(name), expected)
+                if status.current and name == "fine_search":
+                    # The finalists and their decodes, chosen from the inputs, must still be as made.
+                    from comflp_espnet.fine_search import finalists_status
+
+                    status = finalists_status(self, status)
+                self._status[name] = status
         return self._status[name]
 
     def forget(self, *names: str) -> None:
         for name in names or list(self._status):
             self._status.pop(name, None)
-
-    def candidate_models(self) -> List[Tuple[str, str, str]]:
-        proposals = rundir.read_proposals(self.t.proposals)
-        models = [(ORIGINAL_NAME, str(self.asr_train_config), str(self.asr_model_file))] \
-            if self.include_original else []
-        for name in proposals.named():
-            cand = self.t.candidate(name)
-            models.append((name, str(cand / "config.yaml"), str(cand / self.o.inference_asr_model)))
-        return models
 
     def require(self, name: str, for_stage: int) -> records.Record:
         """The record of ``name``, which stage ``for_stage`` reads; when it is not current,
@@ -409,7 +531,7 @@ class Run:
             return status.record
         root = self.root_cause(name)
         cause = self.status(root)
-        first, last = STAGE_OF[root], STAGE_OF[name]
+        first, last = STAGE_OF[output_kind(root)], STAGE_OF[output_kind(name)]
         stages = f"stage {first}" if first == last else f"stages {first}-{last}"
         raise StageError(f"stage {for_stage} reads {status.output}, which is not current ({cause.describe()}): "
                          f"run {stages} first (--stage {first})")
@@ -451,7 +573,7 @@ class Run:
         status = records.check(self.t.candidate(name), candidate_made_from(
             self.original(), prop["pruned"], prop.get("pruned_decoder", [])))
         if not status.current:
-            raise StageError(f"the winner {status.describe()}: run stage 16 again (--stage 16)")
+            raise StageError(f"the winner {status.describe()}: run stage 17 again (--stage 17)")
         return name, status.record
 
 
@@ -463,10 +585,6 @@ class _NotCurrent(Exception):
         return f"depends on {self.status.output}, which {self.status.reason or 'is ' + self.status.state}"
 
 
-def options_of_candidates(models: List[List[str]]) -> Dict[str, Any]:
-    return {"models": models, "code": SEARCH_CODE}
-
-
 # ============================================================================ check and lock
 def check(run: Run) -> Dict[str, Any]:
     """Every check of the options and inputs before stage 14 works (the run directory is not
@@ -474,6 +592,23 @@ def check(run: Run) -> Dict[str, Any]:
     o = run.o
     stages = set(o.stages)
     run.read_model(verbose=True)
+    if o.max_degradation:
+        from comflp_espnet.sweep_stage import max_degradation
+
+        max_degradation(run)
+    if o.fine_proxy not in FINE_PROXIES:
+        raise StageError(f"unknown --comflp_fine_proxy '{o.fine_proxy}'; choose one of: {', '.join(FINE_PROXIES)}")
+    if o.glp_metric not in GLP_METRICS:
+        raise StageError(f"unknown --comflp_glp_metric '{o.glp_metric}'; choose one of: {', '.join(GLP_METRICS)}")
+    if o.fine_finalists < 1:
+        raise StageError("--comflp_fine_finalists must be at least 1")
+    if o.proxy_batch_size < 1:
+        raise StageError("--comflp_proxy_batch_size must be at least 1")
+    if not run.has_ctc:
+        for option, value in (("--comflp_fine_proxy", o.fine_proxy), ("--comflp_glp_metric", o.glp_metric)):
+            if value == "ctc_greedy" and (option == "--comflp_fine_proxy" or o.search == "glp"):
+                logging.info(f"{option} ctc_greedy: {run.asr_train_config} has no CTC branch (ctc_weight 0), "
+                             "so candidates are scored by the model's loss instead")
     if 14 in stages:
         if not o.train_set:
             raise StageError("--train_set is required for stage 14")
@@ -497,10 +632,19 @@ def check(run: Run) -> Dict[str, Any]:
 
 def check_run_dir(run: Run) -> None:
     """The checks that read the run directory (under the lock): the options of the outputs
-    every search shares, and the outputs the first requested stage reads."""
+    every search shares, and the outputs the first requested stage reads (of every search)."""
     stages = set(run.o.stages)
     check_shared_options(run, stages)
-    check_first_inputs(run, stages)
+    final = None
+    if stages and min(stages) >= 19:
+        # Stages 19-21 run for the searches of comflp_espnet.sweep_stage.final_tags only.
+        from comflp_espnet.sweep_stage import final_tags
+
+        for tag_run in run.tag_runs():
+            tag_run.require("scores", min(stages))
+        final = final_tags(run, min(stages))
+    for tag_run in run.tag_runs():
+        check_first_inputs(tag_run, stages if final is None or tag_run.tag in final else set())
 
 
 def check_subset_source(option: str, source: Path, num_utts: int, what: str, audio_format: str) -> None:
@@ -517,8 +661,8 @@ def check_subset_source(option: str, source: Path, num_utts: int, what: str, aud
 def needed_outputs(run: Run, stages) -> List[str]:
     """Outputs the requested stages read or make."""
     needed = set()
-    chain = {14: ["calib", "states"], 15: ["corr"], 16: ["proposals", "candidates"], 17: ["fine", "fine_decode"],
-             18: ["scores"], 19: ["finetune"], 20: ["scores"], 21: ["scores"]}
+    chain = {14: ["calib", "states"], 15: [f"corr:{m}" for m in run.measures], 16: ["proposals"],
+             17: ["fine", "fine_search"], 18: ["scores"], 19: ["finetune"], 20: ["scores"], 21: ["scores"]}
 
     def add(name):
         if name not in needed:
@@ -544,7 +688,8 @@ OPTION_NAMES = {
 def check_shared_options(run: Run, stages) -> None:
     """A shared output made with other options is not redone behind the other searches' back."""
     for name in needed_outputs(run, stages):
-        if name not in SHARED_OPTIONS:
+        kind = output_kind(name)
+        if kind not in SHARED_OPTIONS:
             continue
         try:
             record = records.read_record(run.path(name))
@@ -554,7 +699,7 @@ def check_shared_options(run: Run, stages) -> None:
             continue
         old = record.made_from.get("options") or {}
         new = records.made_from({}, run.options_of(name))["options"]
-        changed = [f"{OPTION_NAMES[name].get(k, k)} {_shown(old.get(k))} (now {_shown(new.get(k))})"
+        changed = [f"{OPTION_NAMES[kind].get(k, k)} {_shown(old.get(k))} (now {_shown(new.get(k))})"
                    for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
         if changed:
             raise StageError(
@@ -573,8 +718,8 @@ def check_first_inputs(run: Run, stages) -> None:
     if not stages:
         return
     first = min(stages)
-    reads = {15: ["states"], 16: ["corr"] if run.o.search in MATRIX_METHODS else [],
-             17: ["candidates"], 18: ["fine_decode", "candidates"], 19: ["scores"], 20: ["scores"],
+    reads = {15: ["states"], 16: [f"corr:{m}" for m in run.measures] if run.o.search in MATRIX_METHODS else [],
+             17: ["proposals"], 18: ["fine_search"], 19: ["scores"], 20: ["scores"],
              21: ["scores"]}.get(first, [])
     if first == 16 and run.o.search == "glp":
         reads = []
@@ -600,26 +745,30 @@ def acquire_lock(run_dir: RunDir, fd: int, pid: int, command: str, wait_seconds:
 
 # ============================================================================ stage status
 def stage_outputs(run: Run, stage: int) -> List[str]:
-    return {14: ["states"], 15: ["corr"], 16: ["candidates"], 17: ["fine_decode"], 18: ["scores"],
-            19: ["finetune"]}[stage]
+    return {14: ["states"], 15: [f"corr:{m}" for m in run.measures], 16: ["proposals"], 17: ["fine_search"],
+            18: ["scores"], 19: ["finetune"]}[stage]
 
 
 def stage_status(run: Run, stage: int) -> Dict[str, Any]:
-    """``stage_state`` current or run, and ``stage_note``: why it runs."""
+    """``stage_state`` current or run, and ``stage_note``: why it runs (the first search of the
+    run whose output is not current)."""
     if stage == 21:
         status = pack_status(run)
         return {"stage_state": "current" if status.current else "run",
                 "stage_note": "" if status.current else status.describe(), "packed_model": status.output}
-    for name in stage_outputs(run, stage):
-        status = run.status(name)
-        if not status.current:
-            if stage == 16 and not run.status("proposals").current:
-                status = run.status("proposals")
-            note = "" if status.state == records.MISSING and not status.output.exists() else status.describe()
-            return {"stage_state": "run", "stage_note": note}
+    views = run.tag_runs() if stage >= 16 else [run]
+    for view in views:
+        for name in stage_outputs(view, stage):
+            status = view.status(name)
+            if not status.current:
+                note = "" if status.state == records.MISSING and not status.output.exists() else status.describe()
+                return {"stage_state": "run", "stage_note": note}
     if stage == 18:
-        refresh_winner_link(run)
-        return {"stage_state": "current", "stage_note": "", "winner_name": rundir.read_winner(run.t.scores)}
+        for view in views:
+            refresh_winner_link(view)
+        return {"stage_state": "current", "stage_note": "",
+                "winner_name": " ".join(f"{v.tag}:{rundir.read_winner(v.t.scores)}" if len(views) > 1
+                                        else str(rundir.read_winner(v.t.scores)) for v in views)}
     return {"stage_state": "current", "stage_note": ""}
 
 
@@ -657,10 +806,50 @@ def begin_14(run: Run) -> Dict[str, Any]:
             p.unlink()
     run.dir.states_logdir.mkdir(parents=True, exist_ok=True)
     scp, kind = input_spec(run.dir.calib, run.o.audio_format)
-    nj = write_job_keys(run.dir.calib / scp, run.o.nj, run.dir.states_keys_pattern)
-    return {"calib_scp": run.dir.calib / scp, "calib_type": kind, "states_nj": nj,
-            "states_logdir": run.dir.states_logdir, "states_keys": run.dir.states_keys_pattern,
+    # Batches formed from the whole calibration set, whole batches per job: the states do not
+    # depend on --nj (comflp_espnet.job_batches).
+    from comflp_espnet.job_batches import write_job_lists
+
+    jobs = batched_job_lists(run.dir.calib, scp, run.o.nj, dump_batch_size(run.o.dump_args))
+    write_job_lists(run.dir.calib, [scp], jobs, [run.dir.states_data_pattern])
+    return {"calib_scp": run.dir.calib / scp, "calib_type": kind, "states_nj": len(jobs),
+            "states_logdir": run.dir.states_logdir, "states_data": run.dir.states_data_pattern,
             "states_output": run.dir.states_job_pattern, "states_log": run.dir.states_log_pattern}
+
+
+def dump_batch_size(dump_args: str) -> int:
+    """The --batch_size of --comflp_dump_args (comflp_dump's default otherwise)."""
+    import shlex
+
+    from comflp_espnet.dumping import DEFAULT_BATCH_SIZE
+
+    words = shlex.split(dump_args or "")
+    for i, word in enumerate(words):
+        value = None
+        if word == "--batch_size" and i + 1 < len(words):
+            value = words[i + 1]
+        elif word.startswith("--batch_size="):
+            value = word.split("=", 1)[1]
+        if value is not None:
+            try:
+                size = int(value)
+            except ValueError:
+                size = 0
+            if size < 1:
+                raise StageError(f"--comflp_dump_args '{dump_args}': --batch_size must be a positive integer")
+            return size
+    return DEFAULT_BATCH_SIZE
+
+
+def batched_job_lists(data_dir: Path, scp: str, nj: int, batch_size: int) -> List[List[str]]:
+    """The utterances of a data dir for at most ``nj`` jobs: length-sorted batches of the whole
+    set, whole batches per job."""
+    from comflp_espnet.datadir import read_keys
+    from comflp_espnet.job_batches import make_batches, read_lengths, split_batches
+
+    keys = read_keys(data_dir / scp)
+    lengths = read_lengths(data_dir, keys)
+    return split_batches(make_batches(keys, batch_size, lengths), nj, lengths)
 
 
 def end_14(run: Run, start: Optional[float], nj: int) -> None:
@@ -682,72 +871,81 @@ def end_14(run: Run, start: Optional[float], nj: int) -> None:
 
 # ============================================================================ stage 15
 def begin_15(run: Run) -> Dict[str, Any]:
+    """The measures whose matrix is not current (computed by one comflp_corr process)."""
     run.require("states", 15)
-    records.remove_record(run.dir.corr(run.o.measure))
+    todo = [m for m in run.measures if not run.status(f"corr:{m}").current]
+    for m in todo:
+        records.remove_record(run.dir.corr(m))
     run.dir.corr_dir.mkdir(parents=True, exist_ok=True)
-    return {}
+    return {"corr_measures": " ".join(todo), "corr_log": run.dir.corr_log("+".join(todo) or "corr")}
 
 
 def end_15(run: Run, start: Optional[float]) -> None:
-    m = run.o.measure
-    records.write_record(run.dir.corr(m), run.expected("corr"),
-                         files=[run.dir.corr_file(m), run.dir.heatmap(m)], seconds=elapsed(start))
+    todo = [m for m in run.measures if not run.status(f"corr:{m}").current]
+    seconds = elapsed(start)
+    for m in todo:
+        # One process made them all: each is charged its share of the time.
+        records.write_record(run.dir.corr(m), run.expected(f"corr:{m}"),
+                             files=[run.dir.corr_file(m), run.dir.heatmap(m)],
+                             seconds=None if seconds is None else seconds / len(todo))
+        run.forget()
 
 
 # ============================================================================ stage 16
 def run_16(run: Run, start: Optional[float]) -> None:
-    """The search's proposals (unless current) and one candidate model per proposal."""
-    from comflp_espnet.candidates import write_candidates
-
-    t = run.t
-    status = run.status("proposals")
-    if status.current:
-        logging.info(f"{t.proposals} is current; kept")
-    else:
+    """Every search's proposals, unless current (no model is written: the fine search, stage
+    17, materializes its finalists only)."""
+    for view in run.tag_runs():
+        t = view.t
+        status = view.status("proposals")
+        if status.current:
+            logging.info(f"{t.proposals} is current; kept")
+            continue
         if status.state != records.MISSING:
             logging.info(f"{status.describe()}; searching again")
-        expected = run.expected("proposals")
+        expected = view.expected("proposals")
         search_start = time.perf_counter()
-        data = glp_finish(run) if run.o.search == "glp" else coarse_proposals(run)
+        data = glp_finish(view) if view.o.search == "glp" else coarse_proposals(view)
         records.remove_record(t.proposals)
         rundir.write_proposals(t.proposals, data)
-        seconds = data["glp"]["seconds"] if run.o.search == "glp" else time.perf_counter() - search_start
+        seconds = data["glp"]["seconds"] if view.o.search == "glp" else time.perf_counter() - search_start
         records.write_record(t.proposals, expected, seconds=seconds)
-        run.forget()
-    run.require("proposals", 16)
-    cand_start = time.perf_counter()
-    records.remove_record(t.models_scp)
-    result = write_candidates(rundir.read_proposals(t.proposals), run.asr_train_config, run.asr_model_file,
-                              t.candidates, include_original=run.include_original)
-    run.forget()
-    expected = run.expected("candidates")
-    records.write_record(t.models_scp, expected,
-                         seconds=time.perf_counter() - cand_start + result["reused_seconds"])
+        view.forget()
 
 
 def coarse_proposals(run: Run) -> Dict[str, Any]:
-    from comflp_espnet.coarse import format_table, load_corr, proposals_document, propose
+    """The proposals of the search; with several measures the union of each one's top K."""
+    from comflp_espnet.coarse import format_table, load_corr, proposals_document, propose, union_document
 
     o = run.o
-    corr_path = run.dir.corr_file(o.measure)
-    corr = None
+    corrs: Dict[str, Any] = {}
     if o.search in MATRIX_METHODS:
-        run.require("corr", 16)
-        corr = load_corr(str(corr_path))
-    try:
-        proposals = propose(o.search, corr, run.num_layers, run.num_prune, topk=o.topk, beam_size=o.beam_size,
-                            aggregate=o.aggregate, keep_first=o.keep_first, keep_last=o.keep_last,
-                            max_run=run.max_run, protect=run.protect, seed=o.seed)
-    except ValueError as e:
-        raise StageError(f"the coarse search failed: {e}")
-    logging.info(f"{o.search} search: remove {run.num_prune} of {run.num_layers} layers, "
-                 f"{len(proposals)} proposal(s)\n{format_table(proposals)}")
-    return proposals_document(
-        proposals, run.num_layers, run.num_prune, o.search, o.topk,
-        constraints={"keep_first": o.keep_first, "keep_last": o.keep_last, "max_run": run.max_run,
-                     "protect": run.protect},
-        options={"beam_size": o.beam_size, "aggregate": o.aggregate, "seed": o.seed},
-        corr=str(corr_path) if corr is not None else None)
+        for m in run.measures:
+            run.require(f"corr:{m}", 16)
+            corrs[m] = load_corr(str(run.dir.corr_file(m)))
+    per_measure = {}
+    for m in (run.measures if corrs else [None]):
+        try:
+            per_measure[m] = propose(o.search, corrs.get(m), run.num_layers, run.num_prune, topk=o.topk,
+                                     beam_size=o.beam_size, aggregate=o.aggregate, keep_first=o.keep_first,
+                                     keep_last=o.keep_last, max_run=run.max_run, protect=run.protect, seed=o.seed)
+        except ValueError as e:
+            raise StageError(f"the coarse search failed: {e}")
+        logging.info(f"{o.search} search{f' ({m})' if m else ''}: remove {run.num_prune} of {run.num_layers} "
+                     f"layers, {len(per_measure[m])} proposal(s)\n{format_table(per_measure[m])}")
+    constraints = {"keep_first": o.keep_first, "keep_last": o.keep_last, "max_run": run.max_run,
+                   "protect": run.protect}
+    options = {"beam_size": o.beam_size, "aggregate": o.aggregate, "seed": o.seed}
+    if len(per_measure) > 1:
+        data = union_document(per_measure, corrs, run.num_layers, run.num_prune, o.search, o.topk, constraints,
+                              options, {m: str(run.dir.corr_file(m)) for m in run.measures})
+        logging.info(f"union of the {', '.join(run.measures)} proposals: {len(data['proposals'])} distinct "
+                     f"(of {sum(len(v) for v in per_measure.values())})")
+        return data
+    (measure, proposals), = per_measure.items()
+    return proposals_document(proposals, run.num_layers, run.num_prune, o.search, o.topk, constraints=constraints,
+                              options=options,
+                              corr=str(run.dir.corr_file(measure)) if measure is not None else None)
 
 
 # ---- greedy layer pruning (glp): its steps decode in stage 16
@@ -775,13 +973,16 @@ def step_status(run: Run, step: int) -> Status:
 
 
 def glp_step_begin(run: Run, step: int) -> Dict[str, Any]:
-    from comflp_espnet import glp
+    """A greedy step's models: with --comflp_glp_metric decode, one pruned model each to decode;
+    with a proxy, the proxy array's inputs (no model is written)."""
+    from comflp_espnet import fine_search, glp
     from comflp_espnet.candidates import write_candidates
 
     t = run.t
     step_dir = t.glp_step(step)
     if step == 1 and not run.status("fine").current:
         make_subset(run, "fine")
+        run.forget()
     status = step_status(run, step)
     if status.current:
         shutil.rmtree(t.glp_step_candidates(step), ignore_errors=True)  # only needed until the step is scored
@@ -789,36 +990,63 @@ def glp_step_begin(run: Run, step: int) -> Dict[str, Any]:
     if status.state != records.MISSING:
         logging.info(f"greedy step {step}: {status.describe()}; doing it again")
     records.remove_record(step_dir)
-    for stale in (rundir.step_record_path(step_dir), t.glp_step_proposals(step)):
+    for stale in (rundir.step_record_path(step_dir), t.glp_step_proposals(step), t.glp_step_proxy(step)):
         if stale.exists():
             stale.unlink()
     removed = glp.removed_after(glp.completed_steps(t.glp, step - 1)) if step > 1 else []
     data = glp.step_proposals(step, removed, run.num_layers, run.num_prune, keep_first=run.o.keep_first,
                               keep_last=run.o.keep_last, protect=run.protect, max_run=run.max_run)
     rundir.write_json(t.glp_step_proposals(step), data)
-    result = write_candidates(rundir.read_proposals(t.glp_step_proposals(step)), run.asr_train_config,
-                              run.asr_model_file, t.glp_step_candidates(step))
-    return {"glp_step_state": "run", "glp_step_dir": step_dir, "glp_decode_dir": t.glp_step_decode(step),
-            "glp_scores_dir": t.glp_step_scores(step), "glp_models_scp": t.glp_step_candidates(step) / "models.scp",
-            "glp_num_models": len(result["models"])}
+    metric = run.proxy_for(run.o.glp_metric)
+    values = {"glp_step_state": "run", "glp_step_dir": step_dir, "glp_metric": metric,
+              "glp_num_models": len(data["proposals"])}
+    if metric != "decode":
+        pruned_sets = {rundir.eval_key(p["pruned"]): p["pruned"] for p in data["proposals"]}
+        values.update(fine_search.prepare_proxy(run, metric, pruned_sets))
+        return values
+    learnable = fine_search.parameters(run)["learnable"]
+    write_candidates(rundir.read_proposals(t.glp_step_proposals(step)), run.asr_train_config,
+                     run.asr_model_file, t.glp_step_candidates(step), learnable=learnable)
+    values.update({"glp_decode_dir": t.glp_step_decode(step), "glp_scores_dir": t.glp_step_scores(step),
+                   "glp_models_scp": t.glp_step_candidates(step) / "models.scp"})
+    return values
 
 
 def glp_step_end(run: Run, step: int, start: Optional[float]) -> Dict[str, Any]:
-    from comflp_espnet import glp
+    from comflp_espnet import fine_search, glp
 
     t = run.t
     step_dir = t.glp_step(step)
     props = rundir.read_json(t.glp_step_proposals(step), f"models of greedy step {step}")
-    record = glp.choose(step, props, rundir.read_scores_json(t.glp_step_scores(step)), elapsed(start),
-                        str(t.glp_step_scores(step)))
+    metric = run.proxy_for(run.o.glp_metric)
+    files = [t.glp_step_proposals(step), rundir.step_record_path(step_dir)]
+    if metric == "decode":
+        record = glp.choose(step, props, rundir.read_scores_json(t.glp_step_scores(step)), elapsed(start),
+                            str(t.glp_step_scores(step)))
+    else:
+        array_start = time.time()
+        fine_search.merge_proxy(run, metric, start)
+        reference = fine_search.read_reference(run) if metric == "ctc_greedy" else None
+        values = {}
+        for name, prop in rundir.candidate_names(props["proposals"]).items():
+            status = fine_search.proxy_entry_status(run, metric, prop["pruned"])
+            if not status.current:
+                raise StageError(f"greedy step {step}: the proxy score of {name} {status.describe()}; "
+                                 "run stage 16 again")
+            values[name] = dict(fine_search.proxy_value(run, metric, prop["pruned"], reference),
+                                seconds=status.record.seconds)
+        rundir.write_json(t.glp_step_proxy(step), values)
+        files.append(t.glp_step_proxy(step))
+        # The step is charged what its evaluations cost (reused ones too) and its own work.
+        seconds = math.fsum(v["seconds"] or 0.0 for v in values.values()) + (time.time() - array_start)
+        record = glp.choose_by_proxy(step, props, values, fine_search.metric_name(run, metric), seconds)
     rundir.write_step(step_dir, record)
     shutil.rmtree(t.glp_step_candidates(step), ignore_errors=True)
-    records.write_record(step_dir, step_made_from(run, step),
-                         files=[t.glp_step_proposals(step), rundir.step_record_path(step_dir)],
-                         seconds=elapsed(start))
+    records.write_record(step_dir, step_made_from(run, step), files=files, seconds=record["seconds"])
     run.forget()
-    logging.info(f"greedy step {step}: remove layer {record['chosen_layer']} ({record['metric'].upper()} "
-                 f"{record['error_rate']:.2f}%, {record['num_err']} errors) -> removed {record['removed']}")
+    shown = (f"{record['metric'].upper()} {record['error_rate']:.2f}%, {record['num_err']} errors"
+             if record.get("num_err") is not None else f"{record['metric']} {record['value']:.4f}")
+    logging.info(f"greedy step {step}: remove layer {record['chosen_layer']} ({shown}) -> removed {record['removed']}")
     return {}
 
 
@@ -833,64 +1061,58 @@ def glp_finish(run: Run) -> Dict[str, Any]:
     data = glp.finish(steps, run.num_layers, run.num_prune, keep_first=run.o.keep_first,
                       keep_last=run.o.keep_last, protect=run.protect, max_run=run.max_run)
     logging.info(f"greedy search: removed layers {data['proposals'][0]['pruned']} in {len(steps)} steps, "
-                 f"{data['glp']['num_decodes']} decodes of the fine-search set")
+                 f"{data['glp']['num_decodes']} decodes and {data['glp']['num_proxy']} proxy evaluations of the "
+                 "fine-search set")
     return data
 
 
 # ============================================================================ stage 17
+# The fine search: comflp_espnet.fine_search (proxy array, finalists, decode array).
 def begin_17(run: Run) -> Dict[str, Any]:
-    run.require("candidates", 17)
-    make_subset(run, "fine")
-    records.remove_record(run.t.fine_decode)
-    return {"fine_models_scp": run.t.models_scp, "fine_dir": run.dir.fine}
+    from comflp_espnet import fine_search
+
+    return fine_search.begin_17(run)
 
 
-def end_17(run: Run, start: Optional[float]) -> None:
-    t = run.t
-    decoding = t.fine_decoding
-    models = rundir.read_models_scp(decoding.models_scp)
-    hyp_records = {}
-    for name, _, _ in models:
-        record = records.read_record(decoding.hyp(name))
-        if record is None:
-            raise StageError(f"{decoding.hyp(name)} has no record: the decoding did not finish; run stage 17 again")
-        hyp_records[name] = record
-    files = [decoding.models_scp] + [f for name, _, _ in models for f in records.output_files(decoding.hyp(name))]
-    reused = read_reused_seconds(decoding)
-    run.forget()
-    records.write_record(t.fine_decode, run.expected("fine_decode"), files=files,
-                         seconds=(elapsed(start) or 0.0) + reused,
-                         info={"models": [m[0] for m in models],
-                               "skipped": sorted({k for r in hyp_records.values() for k in r.info.get("skipped", [])})})
+def finalists_17(run: Run, start: Optional[float]) -> Dict[str, Any]:
+    from comflp_espnet import fine_search
+
+    return fine_search.finalists_17(run, start)
 
 
-def read_reused_seconds(decoding: rundir.DecodeDir) -> float:
-    """Seconds recorded by the hypotheses a decoding reused (written by decode_begin)."""
-    try:
-        return float(decoding.reused_seconds.read_text())
-    except (OSError, ValueError):
-        return 0.0
+def end_17(run: Run, start: Optional[float], stage_start: Optional[float] = None) -> None:
+    from comflp_espnet import fine_search
+
+    fine_search.end_17(run, start, stage_start)
 
 
 # ============================================================================ stage 18
 def run_18(run: Run, start: Optional[float]) -> None:
-    from comflp_espnet.ranking import score_hyp_dir
+    """Every search: its finalists (and the unpruned model) scored by their real CER/WER, the
+    ranking of all its candidates and the winner."""
+    from comflp_espnet.ranking import score_fine_search
 
-    t = run.t
-    for name in ("fine_decode", "candidates", "proposals", "fine"):
-        run.require(name, 18)
-    expected = run.expected("scores")
-    records.remove_record(t.scores)
-    summary = score_hyp_dir(
-        str(run.dir.fine / "text"), str(t.fine_hyp), str(t.scores), token_type=run.o.token_type,
-        nlsyms_txt=None if run.o.nlsyms_txt in ("", "none") else run.o.nlsyms_txt,
-        models=[m[0] for m in rundir.read_models_scp(t.fine_decoding.models_scp, check_files=False)],
-        proposals=rundir.read_proposals(t.proposals), candidates_dir=str(t.candidates))
-    records.write_record(t.scores, expected, seconds=elapsed(start),
-                         info={"winner": summary["ranking"]["winner"]})
-    run.forget()
-    refresh_winner_link(run)
-    logging.info(f"Winner: {summary['ranking']['winner']} (ranking: {t.scores / 'ranking.md'})")
+    for view in run.tag_runs():
+        t = view.t
+        if view.status("scores").current:
+            refresh_winner_link(view)
+            continue
+        step_start = time.time()
+        view.require("fine_search", 18)
+        view.require("fine", 18)
+        expected = view.expected("scores")
+        records.remove_record(t.scores)
+        doc = rundir.read_fine_search(t)
+        summary = score_fine_search(
+            str(view.dir.fine / "text"), doc, rundir.read_proposals(t.proposals), str(t.scores),
+            token_type=view.o.token_type,
+            nlsyms_txt=None if view.o.nlsyms_txt in ("", "none") else view.o.nlsyms_txt,
+            candidates_dir=str(t.candidates))
+        records.write_record(t.scores, expected, seconds=elapsed(step_start),
+                             info={"winner": summary["ranking"]["winner"]})
+        view.forget()
+        refresh_winner_link(view)
+        logging.info(f"{view.tag}: winner {summary['ranking']['winner']} (ranking: {t.scores / 'ranking.md'})")
 
 
 def refresh_winner_link(run: Run) -> None:
@@ -910,17 +1132,20 @@ def refresh_winner_link(run: Run) -> None:
 
 
 def write_search_cost(run: Run) -> Dict[str, Any]:
-    """search_cost.{json,md} from the records of the search's outputs."""
+    """search_cost.{json,md} of every search, from the records of its outputs."""
     from comflp_espnet.search_cost import gather, markdown
 
-    record = gather(run.dir, run.t, run.o.measure, run.o.search)
-    changed = rundir.write_search_cost(run.t, record, markdown(record))
-    if record["not_recorded"]:
-        logging.warning(f"no wall-clock time recorded for {', '.join(record['not_recorded'])}: "
-                        "search_seconds left empty")
-    seconds_text = "-" if record["search_seconds"] is None else f"{record['search_seconds']:.1f}"
-    logging.info(f"{run.tag}: {record['search_decodes']} decodes, search {seconds_text} s -> "
-                 f"{run.t.search_cost_json}{'' if changed else ' (unchanged)'}")
+    record = {}
+    for view in run.tag_runs():
+        record = gather(view.dir, view.t, view.measures, view.o.search)
+        changed = rundir.write_search_cost(view.t, record, markdown(record))
+        if record["not_recorded"]:
+            logging.warning(f"{view.tag}: no wall-clock time recorded for {', '.join(record['not_recorded'])}: "
+                            "search_seconds left empty")
+        seconds_text = "-" if record["search_seconds"] is None else f"{record['search_seconds']:.1f}"
+        logging.info(f"{view.tag}: {record['proxy_evaluations']} proxy evaluations, {record['search_decodes']} "
+                     f"full decodes, search {seconds_text} s -> {view.t.search_cost_json}"
+                     f"{'' if changed else ' (unchanged)'}")
     return record
 
 

@@ -105,7 +105,7 @@ def make_tiny_asr_exp(
     args.decoder_conf = dict(
         attention_heads=2, linear_units=32, num_blocks=decoder_blocks, **(decoder_conf or {})
     )
-    args.model_conf = dict(ctc_weight=0.3, **(model_conf or {}))
+    args.model_conf = {"ctc_weight": 0.3, **(model_conf or {})}
     torch.manual_seed(seed)
     model = ASRTask.build_model(args)  # also inlines the token list into args
     # Random weights everywhere (LayerNorm etc. too) so skipped layers matter.

@@ -156,3 +156,15 @@ def test_report_has_intervals_and_paired_comparisons(bench_run):
 def test_rerun_does_no_work_again(bench_run):
     assert (bench_run["out"] / "runs.json").read_text() == bench_run["runs_before"]
     assert "--stage 19" not in bench_run["second"].stderr
+
+
+def test_variants_are_searches_of_their_own_with_their_options():
+    cm = load_driver()
+    methods = {m.label: m for m in cm.build_methods(["dc"], ["dp"], ["glp"], ["decode10", "union", "glp_proxy"])}
+    assert list(methods) == ["comflp_dp_dc", "comflp_dp_dc_decode10", "comflp_dp_union", "glp", "glp_proxy"]
+    assert methods["comflp_dp_dc_decode10"].extra_args == ["--comflp_fine_proxy", "none", "--comflp_topk", "10"]
+    assert methods["comflp_dp_dc_decode10"].tag(6) == "dc_dp_decode10_prune6"
+    assert methods["comflp_dp_union"].measure == "dc svcca cka" and methods["comflp_dp_union"].is_comflp
+    assert methods["glp"].extra_args == ["--comflp_glp_metric", "decode"]
+    assert methods["glp_proxy"].extra_args == ["--comflp_glp_metric", "ctc_greedy"]
+    assert len({m.tag(3) for m in methods.values()}) == len(methods)  # one directory each

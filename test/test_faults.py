@@ -7,15 +7,15 @@ Transformer, random weights) and Kaldi data dirs of a few utterances, in a copy 
 | case | command | expected outcome |
 |---|---|---|
 | kill in stage 14 | `run.sh --stage 14 --stop_stage 15`, killed (process group, SIGKILL) while the dump jobs run; rerun | states and matrix equal to an uninterrupted run's; no temporary names left |
-| kill in stage 16 | `--stage 16 --stop_stage 16`, killed while a candidate is being written; rerun | same proposals and candidate files as uninterrupted; `.candNN.tmp*` removed |
-| kill at the end of stage 16 | the state it leaves (candidates written, their list's record missing, a `.cand03.tmp*` dir); rerun with `--comflp_topk 3` | stage 16 redone with the new option (3 candidates), temporaries gone, `search_seconds` recorded |
-| kill in stage 17 | `--stage 17 --stop_stage 18`, killed while the decode jobs run; rerun | same hypotheses, scores and winner as uninterrupted |
+| kill while a finalist is written | `--stage 16 --stop_stage 18`, held at the rename of `candidates/cand01` and killed there; rerun | same proposals, candidate files and winner as uninterrupted; `.cand01.tmp*` removed |
+| kill at the end of stage 17 | the state it leaves (finalists written, the fine search's record missing, a `.cand03.tmp*` dir); rerun 16-18 with `--comflp_topk 3` | stage 16 redone with the new option (3 candidates, all finalists), temporaries gone, `search_seconds` recorded |
+| kill in stage 17 | `--stage 17 --stop_stage 18`, held at the rename of a candidate's hypotheses in decode job 1 and killed there; rerun | same hypotheses, scores and winner as uninterrupted |
 | kill in stage 18 | the state it leaves (scores written without record, a `.scores.tmp*` dir with another winner); rerun | scores redone, same winner, temporaries gone |
-| edited fine-search hypothesis | `hyp/<cand>/text` made perfect; `--stage 18` alone, then `--stage 17 --stop_stage 18` | stage 18 alone stops naming the file and stage 17; then the hypothesis is restored and the winner is the uninterrupted one |
-| emptied fine-search hypothesis | `hyp/<cand>/text` emptied; `--stage 17 --stop_stage 18` | stage 17 redoes it; same scores and winner |
-| truncated candidate model | `candidates/cand01/<model>` cut to 1000 bytes; `--stage 17` alone, then `--stage 14 --stop_stage 18` | stage 17 alone stops naming the file and stage 16; then stage 16 rebuilds it byte for byte and nothing downstream is redone |
+| edited fine-search hypothesis | `fine_evals/decode_<h>/hyp/<key>/text` made perfect; `--stage 18` alone, then `--stage 17 --stop_stage 18` | stage 18 alone stops naming the file and stage 17; then the hypothesis is restored and the winner is the uninterrupted one |
+| emptied fine-search hypothesis | the same file emptied; `--stage 17 --stop_stage 18` | stage 17 redoes it; same scores and winner |
+| truncated candidate model | `candidates/cand01/<model>` cut to 1000 bytes; `--stage 18` alone, then `--stage 14 --stop_stage 18` | stage 18 alone stops naming the file and stage 17; then stage 17 rebuilds it byte for byte and its decode is not redone |
 | truncated states archive | `states/logdir/output.1/states.ark` cut; `--stage 15` alone, then `--stage 14 --stop_stage 15` | stage 15 alone stops naming the archive and stage 14; then stage 14 redoes it, same matrix |
-| two runs at once | a second `run.sh` while the first holds `--comflp_dir` | the second stops at once naming the first (pid, command); with `--comflp_lock_wait` it waits and runs |
+| two runs at once | a second `run.sh` while the first (held before writing its scores) holds `--comflp_dir` | the second stops at once naming the first (pid, command); with `--comflp_lock_wait` it waits and runs |
 | wrong fine-search size or set | `--comflp_fine_nutt 2` / `--comflp_fine_set ev` after a run with all of dv; `--comflp_fine_nutt 10` for a fresh dir | stops before any work, names --comflp_fine_nutt / --comflp_fine_set and the shared `fine` dir and says a tag does not help / names the set size; nothing changed |
 | truncated model file | the original `.pth` cut; `comflp_prune`, `comflp_dump`, `comflp_decode` on it, and `run.sh --stage 14` | one-line error naming the file (exit non-zero); no output |
 | truncated model (recipe) | the original `.pth` replaced by a truncated copy; `--stage 14 --stop_stage 14` | stage 14 is redone (the model changed) and stops with a one-line error naming the file |
@@ -95,12 +95,21 @@ def ok(r):
     return r
 
 
-def start(d: Path, log: Path, *args):
-    """The stage script in its own process group (so that a kill takes its jobs too)."""
+def start(d: Path, log: Path, *args, hold: str = None):
+    """The stage script in its own process group (so that a kill takes its jobs too).  With HOLD (a
+    regular expression), the first rename to a matching path waits (test/fault_hold): the run is
+    then at a known point, ``held(proc)`` says when, ``release(proc)`` lets it go on."""
     f = open(log, "w")
-    proc = subprocess.Popen(["./asr_comflp.sh", *OPTIONS, *args], cwd=d, env=env(), stdout=f,
+    e = env()
+    if hold:
+        e["PYTHONPATH"] = str(ROOT / "test" / "fault_hold") + os.pathsep + e.get("PYTHONPATH", "")
+        e.update(COMFLP_FAULT_HOLD=hold, COMFLP_FAULT_FLAG=str(log) + ".held",
+                 COMFLP_FAULT_RELEASE=str(log) + ".release")
+    proc = subprocess.Popen(["./asr_comflp.sh", *OPTIONS, *args], cwd=d, env=e, stdout=f,
                             stderr=subprocess.STDOUT, start_new_session=True)
     proc.log_file = f
+    proc.held = lambda: Path(str(log) + ".held").is_file()
+    proc.release = lambda: Path(str(log) + ".release").write_text("")
     return proc
 
 
@@ -152,7 +161,14 @@ def outcome(d: Path):
             "ranking": [(r["name"], r["pruned"], r["cer"], r["wer"])
                         for r in json.loads((t.scores / "ranking.json").read_text())["ranking"]],
             "scores": {n: (m["cer"], m["wer"]) for n, m in scores["models"].items()},
-            "hyps": {n: (t.fine_hyp / n / "text").read_text() for n in ("original", "cand01", "cand02")}}
+            "hyps": {n: (fine_hyp(d, n) / "text").read_text() for n in ("original", "cand01", "cand02")}}
+
+
+def fine_hyp(d: Path, name: str) -> Path:
+    """The fine-search hypotheses of a candidate (or the original) in the shared evaluation cache."""
+    doc = json.loads(comflp(d).tag(TAG).fine_search_json.read_text())
+    entry = doc["original"] if name == "original" else next(c for c in doc["candidates"] if c["name"] == name)
+    return d / entry["hyp"]
 
 
 def file_bytes(*paths):
@@ -186,26 +202,27 @@ def test_kill_in_stage_14(base):
     assert temporaries(d) == []
 
 
-def test_kill_in_stage_16(base):
-    d = fresh(base, "kill16", without=[f"exp/m/comflp/{TAG}"])
+def test_kill_while_a_finalist_is_written(base):
+    d = fresh(base, "kill_finalist", without=[f"exp/m/comflp/{TAG}"])
     t = comflp(d).tag(TAG)
-    proc = start(d, d / "first.log", "--stage", "16", "--stop_stage", "16")
-    kill_when(proc, lambda: t.candidates.is_dir() and any(".tmp" in p.name for p in t.candidates.iterdir()))
-    assert temporaries(d)  # what a kill leaves
-    r = ok(run(d, "--stage", "16", "--stop_stage", "16"))
+    proc = start(d, d / "first.log", "--stage", "16", "--stop_stage", "18", hold=r"/candidates/cand01$")
+    kill_when(proc, proc.held)
+    assert [p.name for p in t.candidates.iterdir() if ".cand01.tmp" in p.name]  # what the kill leaves
+    r = ok(run(d, "--stage", "16", "--stop_stage", "18"))
     assert "removed" in r.stderr and "temporary output" in r.stderr
     bt = comflp(base["dir"]).tag(TAG)
     assert t.proposals.read_text() == bt.proposals.read_text()
     for name in ("cand01", "cand02"):
         assert file_bytes(t.candidate(name) / MODEL, t.candidate(name) / "config.yaml") == \
             file_bytes(bt.candidate(name) / MODEL, bt.candidate(name) / "config.yaml")
+    assert outcome(d) == base["outcome"]
     assert temporaries(d) == []
 
 
-def test_kill_at_the_end_of_stage_16_and_other_settings(base):
-    d = fresh(base, "kill16end")
+def test_kill_at_the_end_of_stage_17_and_other_settings(base):
+    d = fresh(base, "kill17end")
     t = comflp(d).tag(TAG)
-    records.record_path(t.models_scp).unlink()        # killed before its record was written
+    records.record_path(t.fine_search).unlink()        # killed before its record was written
     shutil.copytree(t.candidate("cand02"), t.candidates / ".cand03.tmpk1ll3d")
     r = ok(run(d, "--stage", "16", "--stop_stage", "18", "--comflp_topk", "3"))
     assert "option topk: 2 -> 3" in r.stdout  # the other settings are noticed, not silently accepted
@@ -217,11 +234,10 @@ def test_kill_at_the_end_of_stage_16_and_other_settings(base):
 
 
 def test_kill_in_stage_17(base):
-    d = fresh(base, "kill17", without=[f"exp/m/comflp/{TAG}/fine_decode", f"exp/m/comflp/{TAG}/scores"])
-    t = comflp(d).tag(TAG)
-    proc = start(d, d / "first.log", "--stage", "17", "--stop_stage", "18", "--inference_nj", "2")
-    # Job 1 has finished the original model and works on the candidates.
-    kill_when(proc, lambda: records.record_path(t.fine_decode / "logdir" / "output.1" / "original").is_file())
+    d = fresh(base, "kill17", without=["exp/m/comflp/fine_evals", f"exp/m/comflp/{TAG}/scores"])
+    proc = start(d, d / "first.log", "--stage", "17", "--stop_stage", "18", "--inference_nj", "2",
+                 hold=r"fine_evals/decode_[^/]+/logdir/output\.1/rm[0-9-]+$")
+    kill_when(proc, proc.held)  # job 1 is about to keep a candidate's hypotheses
     r = ok(run(d, "--stage", "17", "--stop_stage", "18", "--inference_nj", "2"))
     assert "Stage 17: Fine search" in r.stdout
     assert outcome(d) == base["outcome"]
@@ -235,7 +251,7 @@ def test_kill_in_stage_18(base):
     shutil.copytree(t.scores, t.root / ".scores.tmpk1ll3d")
     (t.root / ".scores.tmpk1ll3d" / "winner").write_text("cand02\n")
     r = ok(run(d, "--stage", "18", "--stop_stage", "18"))
-    assert "Stage 18: Score the fine search" in r.stdout
+    assert "Stage 18: Score the finalists" in r.stdout
     assert outcome(d) == base["outcome"] and temporaries(d) == []
 
 
@@ -244,10 +260,10 @@ def test_edited_fine_search_hypothesis_is_never_used(base):
     d = fresh(base, "edited_hyp")
     t = comflp(d).tag(TAG)
     loser = next(n for n in ("cand01", "cand02") if n != base["outcome"]["winner"])
-    (t.fine_hyp / loser / "text").write_text((comflp(d).fine / "text").read_text())  # a perfect hypothesis
+    (fine_hyp(d, loser) / "text").write_text((comflp(d).fine / "text").read_text())  # a perfect hypothesis
     r = run(d, "--stage", "18", "--stop_stage", "18")
     assert r.returncode != 0
-    assert f"{rel(t.fine_hyp / loser / 'text')} changed or damaged" in r.stderr
+    assert f"{rel(fine_hyp(d, loser) / 'text')} changed or damaged" in r.stderr
     assert "run stage 17 first" in r.stderr
     r = ok(run(d, "--stage", "17", "--stop_stage", "18"))
     assert "Stage 17: Fine search" in r.stdout
@@ -256,8 +272,7 @@ def test_edited_fine_search_hypothesis_is_never_used(base):
 
 def test_emptied_fine_search_hypothesis_is_redone(base):
     d = fresh(base, "emptied_hyp")
-    t = comflp(d).tag(TAG)
-    (t.fine_hyp / "cand01" / "text").write_text("")
+    (fine_hyp(d, "cand01") / "text").write_text("")
     ok(run(d, "--stage", "17", "--stop_stage", "18"))
     assert outcome(d) == base["outcome"]
 
@@ -268,14 +283,14 @@ def test_truncated_candidate_model_is_rebuilt(base):
     model = t.candidate("cand01") / MODEL
     good = model.read_bytes()
     model.write_bytes(good[:1000])
-    r = run(d, "--stage", "17", "--stop_stage", "17")
-    assert r.returncode != 0 and f"{rel(model)} changed or damaged" in r.stderr and "run stage 16" in r.stderr
-    hyp_before = (t.fine_hyp / "cand01" / "text").stat().st_mtime_ns
+    r = run(d, "--stage", "18", "--stop_stage", "18")
+    assert r.returncode != 0 and f"{rel(model)} changed or damaged" in r.stderr and "run stage 17" in r.stderr
+    hyp_before = (fine_hyp(d, "cand01") / "text").stat().st_mtime_ns
     r = ok(run(d, "--stage", "14", "--stop_stage", "18"))
-    assert "Stage 16: Coarse search" in r.stdout and "rebuilding it" in r.stderr
+    assert "Stage 17: Fine search" in r.stdout and "rebuilding it" in r.stderr
     assert model.read_bytes() == good
-    assert "Stage 17: " in r.stdout and "is current; skipping" in r.stdout.split("Stage 17: ")[1].split("\n")[0]
-    assert (t.fine_hyp / "cand01" / "text").stat().st_mtime_ns == hyp_before
+    assert "Decoding" not in r.stdout  # the rebuilt model is the same: its hypotheses are current
+    assert (fine_hyp(d, "cand01") / "text").stat().st_mtime_ns == hyp_before
     assert outcome(d) == base["outcome"]
 
 
@@ -293,20 +308,29 @@ def test_truncated_states_archive_is_named_then_redone(base):
 
 # ------------------------------------------------------------------ two runs at once
 def test_second_run_names_the_first_and_can_wait(base):
-    d = fresh(base, "two_runs", without=[f"exp/m/comflp/{TAG}/fine_decode", f"exp/m/comflp/{TAG}/scores"])
+    d = fresh(base, "two_runs", without=[f"exp/m/comflp/{TAG}/scores"])
     lock = comflp(d).lock_file
-    first = start(d, d / "first.log", "--stage", "17", "--stop_stage", "18")
+    first = start(d, d / "first.log", "--stage", "17", "--stop_stage", "18", hold=r"/scores$")
     deadline = time.time() + 300
-    while not (lock.is_file() and lock.read_text().strip()):
+    while not first.held():
         assert first.poll() is None and time.time() < deadline
         time.sleep(0.05)
+    assert lock.read_text().strip()
     second = run(d, "--stage", "18", "--stop_stage", "18")
     assert second.returncode != 0
     assert f"pid {first.pid}" in second.stderr and "--stage 17 --stop_stage 18" in second.stderr
     assert "--comflp_lock_wait" in second.stderr
-    waiting = ok(run(d, "--stage", "18", "--stop_stage", "18", "--comflp_lock_wait", "600"))
-    assert first.wait() == 0
+    waiting = subprocess.Popen(["./asr_comflp.sh", *OPTIONS, "--stage", "18", "--stop_stage", "18",
+                                "--comflp_lock_wait", "600"], cwd=d, env=env(), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    time.sleep(3)
+    assert waiting.poll() is None  # it waits for the first run
+    first.release()
+    assert first.wait(timeout=600) == 0
     first.log_file.close()
+    out, err = waiting.communicate(timeout=600)
+    assert waiting.returncode == 0, out[-3000:] + err[-3000:]
+    waiting = subprocess.CompletedProcess(waiting.args, 0, out, err)
     assert "Stage 18: " in waiting.stdout
     assert outcome(d) == base["outcome"] and lock.read_text() == ""
 

@@ -144,8 +144,13 @@ def recorded(output, seconds):
     records.write_record(output, records.made_from({}, {}), seconds=seconds)
 
 
-def fake_search(tag_dir, names, reference_seconds="0.5\n0.25\n", method="dp"):
-    """A search's outputs and their records, as asr_comflp.sh leaves them (seconds 10, 0.5, 2, 30, 1)."""
+FINE_SECONDS = {"proxy": 4.0, "proxy_scoring": 0.5, "materialize": 1.0, "finalist_decode": 20.0,
+                "reference_decode": 7.0, "other": 2.0}
+
+
+def fake_search(tag_dir, num_finalists=3, num_proxy=10, method="dp"):
+    """A search's outputs and their records, as asr_comflp.sh leaves them: states 10 s, matrix
+    0.5 s, proposals 1.5 s, the fine search's parts (FINE_SECONDS), scores 1 s."""
     run = RunDir(tag_dir.parent)
     recorded(run.states, 10.0)
     recorded(run.corr_dir / "dc", 0.5)
@@ -155,13 +160,11 @@ def fake_search(tag_dir, names, reference_seconds="0.5\n0.25\n", method="dp"):
         t.proposals.write_text(json.dumps({"num_layers": 4, "num_prune": 2, "method": method,
                                            "proposals": [{"rank": 1, "pruned": [1, 2]}]}))
         recorded(t.proposals, 1.5)
-    t.candidates.mkdir(parents=True, exist_ok=True)
-    t.models_scp.write_text("".join(f"{n} {n}/config.yaml {n}/m.pth\n" for n in names))
-    recorded(t.models_scp, 0.5)
-    (t.fine_hyp / "original").mkdir(parents=True)
-    (t.fine_hyp / "original" / "decode_time").write_text(reference_seconds)  # one line per job
-    (t.fine_decode / "models.scp").write_text(t.models_scp.read_text())
-    recorded(t.fine_decode, 30.0)
+    t.fine_search.mkdir(parents=True, exist_ok=True)
+    t.fine_search_json.write_text("{}\n")
+    records.write_record(t.fine_search, records.made_from({}, {}), seconds=29.5, info={
+        "finalists": [f"cand{i:02d}" for i in range(1, num_finalists + 1)], "proxy": "ctc_greedy",
+        "proxy_evaluations": num_proxy, "full_decodes": num_finalists, "seconds": FINE_SECONDS})
     recorded(t.scores, 1.0)
     run.fine.mkdir(parents=True, exist_ok=True)
     (run.fine / "text").write_text("u1 A\nu2 B\nu3 C\n")
@@ -176,16 +179,20 @@ def cost_cli(tag_dir, method, proposals=None):
 
 def test_search_cost_of_a_comflp_search(tmp_path):
     tag_dir = tmp_path / "comflp" / "dc_dp_prune4"
-    fake_search(tag_dir, ["original", "cand01", "cand02", "cand03"])
+    fake_search(tag_dir, num_finalists=3, num_proxy=10)
     cost = cost_cli(tag_dir, "dp")
-    assert cost["search_decodes"] == 3  # the top K candidates; the unpruned reference is apart
+    # Proxy evaluations and full decodes counted apart; the unpruned reference is not counted.
+    assert cost["search_decodes"] == 3 and cost["proxy_evaluations"] == 10
     assert cost["reference_decodes"] == 1 and cost["fine_set_utts"] == 3
+    assert cost["reference_decode_seconds"] == 7.0
     assert cost["seconds"]["states"] == 10.0 and cost["seconds"]["greedy_loop"] is None
-    assert cost["counted"] == ["states", "matrix", "coarse_search", "fine_decode", "fine_score"]
-    # 10 + 0.5 + 2 + 30 + 1, less the reference model's decoding (0.5 + 0.25 over two jobs).
-    assert cost["search_seconds"] == pytest.approx(43.5 - 0.75)
+    assert cost["seconds"]["proxy"] == 4.0 and cost["seconds"]["fine_decode"] == 20.0
+    assert cost["seconds"]["scoring"] == 1.5  # proxy hypotheses 0.5 + finalists 1
+    assert cost["counted"] == ["states", "matrix", "coarse_search", "proxy", "materialize", "fine_decode",
+                               "fine_overhead", "scoring"]
+    assert cost["search_seconds"] == pytest.approx(10 + 0.5 + 1.5 + 4 + 1 + 20 + 2 + 1.5)
     md = (tag_dir / "search_cost.md").read_text()
-    assert "|dc_dp_prune4|dp|3|10.0|0.5|2.0|30.0|1.0|-|42.8|" in md
+    assert "|dc_dp_prune4|dp|10|3|10.0|0.5|1.5|4.0|1.0|20.0|2.0|1.5|-|40.5|" in md
     # Unchanged content is not rewritten (later stages and reruns see the same file).
     before = (tag_dir / "search_cost.json").stat().st_mtime_ns
     cost_cli(tag_dir, "dp")
@@ -194,13 +201,13 @@ def test_search_cost_of_a_comflp_search(tmp_path):
 
 def test_search_cost_leaves_out_parts_a_method_does_not_use(tmp_path):
     tag_dir = tmp_path / "comflp" / "dc_drop_last_prune4"
-    fake_search(tag_dir, ["original", "cand01"], method="drop_last")
+    fake_search(tag_dir, num_finalists=1, num_proxy=0, method="drop_last")
     cost = cost_cli(tag_dir, "drop_last")
-    assert cost["search_decodes"] == 1
-    assert cost["counted"] == ["coarse_search", "fine_decode", "fine_score"]
-    assert cost["search_seconds"] == pytest.approx(33.0 - 0.75)
+    assert cost["search_decodes"] == 1 and cost["proxy_evaluations"] == 0
+    assert cost["counted"] == ["coarse_search", "proxy", "materialize", "fine_decode", "fine_overhead", "scoring"]
+    assert cost["search_seconds"] == pytest.approx(40.5 - 10.5)
     # A part that was not timed leaves the total empty rather than wrong.
-    records.record_path(tag_dir / "candidates" / "models.scp").unlink()
+    records.record_path(tag_dir / "proposals.json").unlink()
     cost = cost_cli(tag_dir, "drop_last")
     assert cost["search_seconds"] is None and cost["not_recorded"] == ["coarse_search"]
 
@@ -214,12 +221,13 @@ def test_search_cost_of_glp_counts_every_step(tmp_path):
     comflp_glp.main(["finish", "--glp_dir", str(glp), "--num_layers", "4", "--num_prune", "2",
                      "--output", str(proposals)])
     tag_dir = tmp_path / "dc_glp_prune2"
-    fake_search(tag_dir, ["original", "cand01"])
+    fake_search(tag_dir, num_finalists=1, num_proxy=0)
     cost = cost_cli(tag_dir, "glp", proposals)
-    assert cost["search_decodes"] == 4 + 3
+    assert cost["search_decodes"] == 4 + 3 and cost["proxy_evaluations"] == 0
     assert [s["num_decodes"] for s in cost["glp_steps"]] == [4, 3]
     assert cost["counted"] == ["greedy_loop"]
     # The re-decoding of the final model in stages 17-18 is not part of the search.
+    assert cost["final_decodes"] == 1
     assert cost["seconds"]["greedy_loop"] == pytest.approx(40.0)
     assert cost["search_seconds"] == pytest.approx(40.0)
 
@@ -278,8 +286,8 @@ def test_glp_removes_the_best_scored_layer_at_each_step(glp_run):
     # Stages 17-18 treat the greedy result as the single candidate.
     with open(tag / "candidates" / "cand01" / "prune.yaml", encoding="utf-8") as f:
         assert yaml.safe_load(f)["pruned_encoder_layers"] == sorted(removed)
-    models = [line.split()[0] for line in (tag / "candidates" / "models.scp").read_text().splitlines()]
-    assert models == ["original", "cand01"]
+    fine = read_json(tag / "fine_search" / "fine_search.json")
+    assert fine["finalists"] == ["cand01"] and fine["candidates"][0]["pruned"] == sorted(removed)
     assert (tag / "scores" / "winner").read_text().strip() == "cand01"
     assert re.search(r"\) Stage 16: Greedy layer pruning", glp_run["search"].stdout)
 
@@ -293,7 +301,7 @@ def test_glp_search_cost_counts_its_decodes(glp_run):
     assert cost["counted"] == ["greedy_loop"]
     assert cost["search_seconds"] == pytest.approx(sum(s["seconds"] for s in cost["glp_steps"]), abs=0.01)
     assert cost["search_seconds"] > 0
-    assert f"|{GLP_TAG}|glp|23|" in (glp_run["tag"] / "search_cost.md").read_text()
+    assert f"|{GLP_TAG}|glp|0|23|" in (glp_run["tag"] / "search_cost.md").read_text()
 
 
 @pytest.mark.recipe
@@ -322,10 +330,12 @@ def test_fine_tuning_and_test_decoding_after_glp(glp_run):
 @pytest.mark.recipe
 def test_search_cost_of_the_comflp_run(mini_an4_run):
     cost = read_json(mini_an4_run["dir"] / ASR_EXP / "comflp" / TAG / "search_cost.json")
-    assert cost["method"] == "dp" and cost["search_decodes"] == 3  # --comflp_topk 3
+    # The default 30 candidates scored by the proxy, 3 finalists decoded.
+    assert cost["method"] == "dp" and cost["search_decodes"] == 3 and cost["proxy_evaluations"] == 30
     assert cost["reference_decodes"] == 1 and cost["fine_set_utts"] == 1
-    parts = ("states", "matrix", "coarse_search", "fine_decode", "fine_score")
+    parts = ("states", "matrix", "coarse_search", "proxy", "materialize", "fine_decode", "fine_overhead", "scoring")
     assert cost["counted"] == list(parts) and cost["not_recorded"] == []
     assert all(cost["seconds"][p] > 0 for p in parts)
-    expected = sum(cost["seconds"][p] for p in parts) - cost["reference_decode_seconds"]
-    assert cost["search_seconds"] == pytest.approx(expected, abs=0.01)
+    # The unpruned model decoded beside the finalists is not part of the search.
+    assert cost["reference_decode_seconds"] > 0
+    assert cost["search_seconds"] == pytest.approx(sum(cost["seconds"][p] for p in parts), abs=0.01)

@@ -4,6 +4,7 @@ import pytest
 import torch
 import yaml
 
+from comflp_espnet import proxy_job
 from comflp_espnet.bin import comflp_proxy
 from comflp_espnet.model_io import load_asr_model
 from comflp_espnet.proxy import TokenTexter, ctc_greedy_ids
@@ -119,18 +120,18 @@ def test_loss_outputs_equal_pruned_models(setup, tmp_path):
     lines = (out / "orig" / "loss").read_text().splitlines(keepends=True)
     (tmp_path / "a").write_text("".join(lines[:2]))
     (tmp_path / "b").write_text("".join(lines[2:]))
-    agg = comflp_proxy.aggregate_loss([tmp_path / "a", tmp_path / "b"])
+    agg = proxy_job.aggregate_loss([tmp_path / "a", tmp_path / "b"])
     losses = [float(l.split()[1]) for l in lines]
     tokens = sum(int(l.split()[2]) for l in lines)
     assert agg["num_utts"] == 4 and agg["num_tokens"] == tokens
     assert agg["per_token"] == pytest.approx(sum(losses) / tokens)
     assert agg["per_utt"] == pytest.approx(sum(losses) / 4)
     (tmp_path / "c").write_text(lines[0])
-    with pytest.raises(comflp_proxy.InputError, match="already in"):
-        comflp_proxy.aggregate_loss([tmp_path / "a", tmp_path / "c"])
+    with pytest.raises(proxy_job.InputError, match="already in"):
+        proxy_job.aggregate_loss([tmp_path / "a", tmp_path / "c"])
     (tmp_path / "d").write_text("utt 1.0\n")
-    with pytest.raises(comflp_proxy.InputError, match=r"d:1: expected"):
-        comflp_proxy.aggregate_loss([tmp_path / "d"])
+    with pytest.raises(proxy_job.InputError, match=r"d:1: expected"):
+        proxy_job.aggregate_loss([tmp_path / "d"])
 
 
 def test_batched_run_and_rerun(setup, tmp_path, caplog):
@@ -145,7 +146,7 @@ def test_batched_run_and_rerun(setup, tmp_path, caplog):
 
     with caplog.at_level(logging.INFO):
         comflp_proxy.main(args(s, out, batch_size=3))
-    assert "is complete" in caplog.text
+    assert "is current" in caplog.text
     assert (out / "proxy_info.yaml").stat().st_mtime_ns == stamp
 
 

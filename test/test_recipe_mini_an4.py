@@ -5,6 +5,7 @@ then check what a user gets from it, and a second run that must skip every
 finished stage.  Deselect with ``-m "not recipe"``.
 """
 
+import json
 import re
 from pathlib import Path
 
@@ -31,9 +32,9 @@ def watched_files(d):
         exp / "comflp/states/states.scp",
         exp / "comflp/corr/dc.npy",
         tag / "proposals.json",
-        tag / "candidates/models.scp",
-        tag / "candidates/cand01" / MODEL,
-        tag / "fine_decode/hyp/original/text",
+        tag / "fine_search/fine_search.json",
+        tag / "winner" / MODEL,
+        d / fine_search(d)["original"]["hyp"] / "text",
         tag / "scores/winner",
         tag / "search_cost.json",
         tag / "finetune" / MODEL,
@@ -54,6 +55,10 @@ def recipe_run(mini_an4_run):
     print(f"\nmini_an4 recipe: first run {first_seconds:.0f} s, second run {second_seconds:.0f} s")
     return {"dir": d, "first": mini_an4_run["result"], "second": second, "mtimes": mtimes,
             "second_seconds": second_seconds, "first_seconds": first_seconds}
+
+
+def fine_search(d):
+    return json.loads((d / ASR_EXP / "comflp" / TAG / "fine_search/fine_search.json").read_text())
 
 
 def load_yaml(path):
@@ -92,11 +97,15 @@ def test_candidates_differ_from_original_only_in_depth(recipe_run):
     original = load_yaml(d / ASR_EXP / "config.yaml")
     tag = d / ASR_EXP / "comflp" / TAG
     proposals = load_yaml(tag / "proposals.json")["proposals"]
-    assert len(proposals) == 3
-    models = [line.split() for line in (tag / "candidates/models.scp").read_text().splitlines()]
-    assert [m[0] for m in models] == ["original", "cand01", "cand02", "cand03"]
+    assert len(proposals) == 30  # the default --comflp_topk
+    # The 3 finalists (the best by the proxy) are the only candidates written as ESPnet models.
+    finalists = fine_search(d)["finalists"]
+    assert len(finalists) == 3
+    assert sorted(p.name for p in (tag / "candidates").iterdir() if p.is_dir()) == sorted(finalists)
     for rank, prop in enumerate(proposals, 1):
         assert len(prop["pruned"]) == 4 and set(prop["pruned"]) <= set(range(1, 13))
+        if f"cand{rank:02d}" not in finalists:
+            continue
         cand = tag / "candidates" / f"cand{rank:02d}"
         config = load_yaml(cand / "config.yaml")
         before, after = flatten(original), flatten(config)
@@ -113,16 +122,26 @@ def test_every_candidate_was_decoded_and_scored(recipe_run):
     d = recipe_run["dir"]
     tag = d / ASR_EXP / "comflp" / TAG
     keys = {line.split()[0] for line in (d / "dump/raw/train_dev/wav.scp").read_text().splitlines()}
-    for name in ("original", "cand01", "cand02", "cand03"):
-        text = tag / "fine_decode/hyp" / name / "text"
+    doc = fine_search(d)
+    assert doc["proxy"] == "ctc_greedy" and len(doc["candidates"]) == 30
+    # Every candidate scored by the proxy (CTC greedy hypotheses of the fine-search set) ...
+    for c in doc["candidates"]:
+        assert c["proxy"]["num_ref"] > 0
+        proxy_text = d / doc["proxy_dir"] / c["key"] / "text"
+        assert {line.split(maxsplit=1)[0] for line in proxy_text.read_text().splitlines()} == keys
+    # ... and the finalists and the original decoded with the inference config.
+    finalists = [c for c in doc["candidates"] if c["finalist"]]
+    assert [c["name"] for c in finalists] == doc["finalists"]
+    for hyp in [doc["original"]["hyp"]] + [c["hyp"] for c in finalists]:
+        text = d / hyp / "text"
         assert {line.split(maxsplit=1)[0] for line in text.read_text().splitlines()} == keys
     scores = (tag / "scores/scores.md").read_text()
     assert "### CER" in scores and "### WER" in scores
     assert "|dataset|Snt|Wrd|Corr|Sub|Del|Ins|Err|S.Err|" in scores
-    for name in ("cand01", "cand02", "cand03"):
+    for name in doc["finalists"]:
         assert re.search(rf"^\|{name}\|", scores, re.M)
     winner = (tag / "scores/winner").read_text().strip()
-    assert winner in ("cand01", "cand02", "cand03")
+    assert winner in doc["finalists"]
     assert (tag / "winner").resolve() == (tag / "candidates" / winner).resolve()
     assert winner in (tag / "scores/ranking.md").read_text()
 

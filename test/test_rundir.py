@@ -11,7 +11,7 @@ import pytest
 
 from comflp_espnet import records, runlock
 from comflp_espnet.atomic import atomic_output_dir, is_temporary_name, remove_temporaries
-from comflp_espnet.rundir import DocumentError, RunDir, pruned_key, read_proposals, read_winner
+from comflp_espnet.rundir import DocumentError, RunDir, eval_key, parse_list, pruned_key, read_proposals, read_winner
 
 
 def made(options=None, **inputs):
@@ -90,7 +90,14 @@ def test_layout_and_documents(tmp_path):
     t = run.tag("dc_dp_prune2")
     assert t.models_scp == tmp_path / "comflp/dc_dp_prune2/candidates/models.scp"
     assert run.states_job(2) == tmp_path / "comflp/states/logdir/output.2"
-    assert t.fine_decoding.keys(3) == t.fine_decode / "logdir/keys.3.scp"
+    assert t.fine_search_json == tmp_path / "comflp/dc_dp_prune2/fine_search/fine_search.json"
+    dd = run.decode_evals("0123456789abcdef")
+    assert dd.keys(3) == tmp_path / "comflp/fine_evals/decode_01234567/logdir/keys.3.scp"
+    ev = run.proxy_evals("ctc_greedy", "fedcba9876543210")
+    assert ev.entry(eval_key([7, 2, 3])) == tmp_path / "comflp/fine_evals/ctc_greedy_fedcba98/rm02-03-07"
+    assert ev.job(2) == ev.root / "logdir/output.2"
+    assert eval_key([]) == "unpruned"
+    assert parse_list("6, 3 6 2") == ["6", "3", "2"]
     assert pruned_key([7, 2, 3]) == "rm02-03-07"
     t.root.mkdir(parents=True)
     t.proposals.write_text(json.dumps({"proposals": [{"rank": 2, "pruned": [1]}, {"rank": 1, "pruned": [3]}]}))

@@ -310,8 +310,8 @@ def test_num_prune_must_leave_a_layer(recipe):
     fake_experiment(recipe / "exp" / "m", num_blocks=4)
     fake_data_dir(recipe / "dump" / "raw" / "tr", 8)
     for opts, msg in [
-        (["--comflp_num_prune", "4"], "--comflp_num_prune 4 must be smaller than the 4 encoder layers"),
-        (["--comflp_keep", "4"], "--comflp_keep 4 must be smaller than the 4 encoder layers"),
+        (["--comflp_num_prune", "4"], "--comflp_num_prune 4: every value must be smaller than the 4 encoder layers"),
+        (["--comflp_keep", "4"], "--comflp_keep 4: every value must be smaller than the 4 encoder layers"),
         (["--comflp_num_prune", "2", "--comflp_protect", "5"], "layer 5 does not exist"),
     ]:
         r = comflp(recipe, *BASE_OPTS, "--stage", "14", "--asr_exp", "exp/m", *opts)
@@ -332,7 +332,7 @@ def test_the_later_of_num_prune_and_keep_wins(recipe):
     r = comflp(recipe, *common, "--comflp_keep", "9", "--comflp_num_prune", "5")
     assert "dc_dp_prune5" in r.stderr
     r = comflp(recipe, *common, "--comflp_keep", "12")
-    assert r.returncode != 0 and "--comflp_keep 12 must be smaller than the 12 encoder layers" in r.stderr
+    assert r.returncode != 0 and "--comflp_keep 12: every value must be smaller than the 12 encoder layers" in r.stderr
 
 
 def test_unsupported_encoder_is_rejected(recipe):
@@ -400,14 +400,16 @@ def test_stage_whose_input_is_missing_names_the_stage(recipe):
     r = comflp(recipe, *BASE_OPTS, "--stage", "18", "--stop_stage", "18",
                "--asr_exp", "exp/m", "--comflp_num_prune", "2")
     # Nothing was made: every stage that makes what stage 18 reads is named.
-    assert r.returncode != 0 and "stage 18 reads exp/m/comflp/dc_dp_prune2/fine_decode" in r.stderr
+    assert r.returncode != 0 and "stage 18 reads exp/m/comflp/dc_dp_prune2/fine_search" in r.stderr
     assert "run stages 14-17 first (--stage 14)" in r.stderr
 
 
 def test_help_lists_comflp_options_with_defaults(recipe):
     r = comflp(recipe, "--help")
     assert r.returncode == 0
-    assert '--comflp_measure         # dc, svcca, cka, cosine or angular (default="dc")' in r.stderr
+    assert '--comflp_measure         # dc, svcca, cka, cosine or angular, or a list' in r.stderr
+    assert 'top K) (default="dc")' in r.stderr
+    assert '--comflp_fine_proxy      # Cheap proxy' in r.stderr and 'default="ctc_greedy"' in r.stderr
     assert '--comflp_calib_nutt      # Calibration utterances, 0 = all (default="320")' in r.stderr
 
 

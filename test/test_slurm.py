@@ -37,7 +37,8 @@ SEARCH_OUTPUTS = {
     "winner": "scores/winner",
     "scores": "scores/scores.json",
     "ranking": "scores/ranking.json",
-    "fine_hyps": "fine_decode/hyp/*/text",
+    "fine_hyps": "../fine_evals/*/hyp/*/text",
+    "proxy_hyps": "../fine_evals/ctc_greedy_*/*/text",
     "test_hyps": f"test_decode/{INFERENCE_TAG}/*/hyp/*/text",
     "test_hyps_org": f"test_decode/{INFERENCE_TAG}/org/*/hyp/*/text",
     "test_scores": f"test_decode/{INFERENCE_TAG}/*/score/scores.json",
@@ -249,7 +250,9 @@ def run_stages(recipe_dir, slurm, *extra):
 
 
 def outputs(tag_dir, key):
-    return {str(p.relative_to(tag_dir)): p for p in sorted(tag_dir.glob(SEARCH_OUTPUTS[key]))}
+    pattern = SEARCH_OUTPUTS[key]
+    root = tag_dir.parent if pattern.startswith("../") else tag_dir  # the run dir's shared evaluations
+    return {str(p.relative_to(root)): p for p in sorted(root.glob(pattern.removeprefix("../")))}
 
 
 def comparable(path):

@@ -142,6 +142,26 @@ def test_prompts_are_upper_case_words_and_speakable():
         assert not any(re.search(r"[0-9.,]", s) for s in spoken), spoken
 
 
+def test_prompt_kinds_limits_the_kinds_drawn():
+    args = synth.get_parser().parse_args(["--prompt_kinds", "digits, command"])
+    assert args.prompt_kinds == ("digits", "command")
+    rng = np.random.default_rng(2)
+    kinds = {synth.random_prompt(rng, args.prompt_kinds)[0] for _ in range(200)}
+    assert kinds == {"digits", "command"}
+    # Without the option every kind is drawn, as the generator always drew them (same corpus).
+    rng, reference = np.random.default_rng(3), np.random.default_rng(3)
+    weights = np.array([w for _, _, w in synth.PROMPTS])
+    drawn = set()
+    for _ in range(400):
+        kind, words = synth.random_prompt(rng)
+        ref_kind, make, _ = synth.PROMPTS[int(reference.choice(len(synth.PROMPTS), p=weights / weights.sum()))]
+        assert (kind, words) == (ref_kind, make(reference))
+        drawn.add(kind)
+    assert drawn == {k for k, _, _ in synth.PROMPTS}
+    with pytest.raises(SystemExit):
+        synth.get_parser().parse_args(["--prompt_kinds", "digits,names"])
+
+
 def test_variant_families_group_versions_of_one_voice():
     variants = {
         "iven": ("other", "formant 0 52"),

@@ -4,6 +4,7 @@
 #      when present, else the python3 on PATH);
 #   2. copies the recipe directories into ESPNET_ROOT/egs2/:
 #        egs2/TEMPLATE/asr1_comflp  egs2/aishell/asr1_comflp  egs2/mini_an4/asr1_comflp  egs2/an4_synth/asr1_comflp
+#        egs2/mini_an4_synth/asr1_comflp
 #      (cp -a: their relative links, e.g. asr.sh -> ../../TEMPLATE/asr1/asr.sh, then resolve
 #      inside the checkout).
 #
@@ -41,7 +42,8 @@ if [ ! -d "${espnet_root}/egs2/TEMPLATE/asr1" ] || [ ! -d "${espnet_root}/espnet
 fi
 espnet_root=$(cd "${espnet_root}" && pwd)
 
-recipes="egs2/TEMPLATE/asr1_comflp egs2/aishell/asr1_comflp egs2/mini_an4/asr1_comflp egs2/an4_synth/asr1_comflp"
+recipes="egs2/TEMPLATE/asr1_comflp egs2/aishell/asr1_comflp egs2/mini_an4/asr1_comflp egs2/an4_synth/asr1_comflp
+    egs2/mini_an4_synth/asr1_comflp"
 # Check everything before changing anything.
 for r in ${recipes}; do
     if [ -e "${espnet_root}/${r}" ] && ! "${force}"; then
@@ -88,6 +90,7 @@ for r in ${recipes}; do
 done
 
 broken=$(find "${espnet_root}/egs2/aishell/asr1_comflp" "${espnet_root}/egs2/mini_an4/asr1_comflp" "${espnet_root}/egs2/an4_synth/asr1_comflp" \
+    "${espnet_root}/egs2/mini_an4_synth/asr1_comflp" \
     -maxdepth 2 -xtype l 2>/dev/null | sort || true)
 if [ -n "${broken}" ]; then
     log "Warning: these links do not resolve in ${espnet_root}:"

@@ -5,12 +5,6 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 venv=$("${root}/tools/setup_env.sh" | tail -n 1)
 
-# The synthetic-corpus tests need Debian's espeak-ng; install it when we can, else they skip.
-if ! command -v espeak-ng >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    echo "Installing espeak-ng (apt-get) for the synthetic corpus tests" >&2
-    { apt-get install -y -q espeak-ng || { apt-get update -q && apt-get install -y -q espeak-ng; }; } >/dev/null \
-        || echo "Warning: could not install espeak-ng; its tests will be skipped" >&2
-fi
-
+# (setup_env.sh also installs espeak-ng for the synthetic-corpus tests when it can.)
 cd "${root}"
 exec "${venv}/bin/python" -m pytest "$@"

@@ -27,4 +27,15 @@ else
     "${venv}/bin/python" -m pip install -q -r "${req}"
     echo "${want}" > "${venv}/.comflp_requirements"
 fi
+# The synthetic corpora (egs2/mini_an4_synth, egs2/an4_synth) speak with Debian's espeak-ng: install
+# it when we can (root with apt-get); otherwise their data stage says how.
+if ! command -v espeak-ng >/dev/null; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        log "Installing espeak-ng (apt-get) for the synthetic corpora"
+        { apt-get install -y -q espeak-ng || { apt-get update -q && apt-get install -y -q espeak-ng; }; } >/dev/null 2>&1 \
+            || log "Warning: could not install espeak-ng (apt-get install -y espeak-ng)"
+    else
+        log "Note: the synthetic corpora need espeak-ng: sudo apt-get install -y espeak-ng"
+    fi
+fi
 echo "${venv}"

@@ -23,7 +23,7 @@ import argparse
 from typing import List, Optional
 
 from comflp_espnet.cli import InputError, exit_on_error, new_parser, setup_logging, str2bool, str2triple
-from comflp_espnet.dumping import DumpError, check_inputs, run_dump
+from comflp_espnet.dumping import DEFAULT_BATCH_SIZE, DumpError, check_inputs, run_dump
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -49,7 +49,10 @@ def get_parser() -> argparse.ArgumentParser:
         help="frame pooling: keep at most this many random frames per utterance",
     )
     parser.add_argument("--seed", type=int, default=0, help="Seed of the frame subsets")
-    parser.add_argument("--batch_size", type=int, default=8)
+    parser.add_argument(
+        "--batch_size", type=int, default=DEFAULT_BATCH_SIZE,
+        help="Utterances per forward pass: that many consecutive utterances of the list",
+    )
     parser.add_argument("--num_workers", type=int, default=0, help="Data loader workers")
     parser.add_argument("--ngpu", type=int, default=0, choices=(0, 1), help="0: CPU, 1: GPU")
     parser.add_argument(

@@ -7,9 +7,13 @@ Commands (``comflp_espnet.stages``): ``check`` (the checks of options and
 inputs before any work; prints the layout as shell assignments), ``lock`` (take
 the run lock of --comflp_dir on descriptor --fd; ``unlock`` clears its
 description at the end), ``check_run_dir`` (the checks that read the run
-directory, under the lock), ``status`` (``stage_state=current|run``), ``begin`` /
-``end`` (around a stage's job array), ``run`` (a stage without job array),
-``glp_step_begin`` / ``glp_step_end`` (one greedy step), ``search_cost``, and
+directory, under the lock), ``layout`` (the paths of one search, --only_tag),
+``status`` (``stage_state=current|run``), ``begin`` / ``end`` (around a stage's
+job array), ``finalists`` (stage 17 between its proxy and decode arrays),
+``run`` (a stage without job array), ``glp_step_begin`` / ``glp_step_end`` (one
+greedy step), ``search_cost``, ``sweep`` (the sweep of a run of several depths and
+the searches of stages 19-21, ``comflp_espnet.sweep_stage``; ``--results true``
+also its RESULTS.md sections), and
 ``decode_begin`` / ``decode_end`` (decoding a models list on a data set,
 scripts/decode_models.sh; ``comflp_espnet.decode_dir``).  Output on stdout is
 ``name='value'`` lines for the shell's ``eval``; messages go to stderr; an error
@@ -26,8 +30,8 @@ from typing import List, Optional
 from comflp_espnet import decode_dir, stages
 from comflp_espnet.cli import exit_on_error, new_parser, setup_logging, str2bool
 
-RUN_COMMANDS = ("check", "lock", "unlock", "check_run_dir", "status", "begin", "end", "run", "glp_step_begin", "glp_step_end",
-                "search_cost")
+RUN_COMMANDS = ("check", "lock", "unlock", "check_run_dir", "layout", "status", "begin", "end", "finalists", "run",
+                "glp_step_begin", "glp_step_end", "search_cost", "sweep")
 DECODE_COMMANDS = ("decode_begin", "decode_end")
 
 
@@ -67,12 +71,14 @@ def get_parser() -> argparse.ArgumentParser:
         add_run_options(p)
         p.add_argument("--stage", type=int, default=None, help="stage number (status, begin, end, run)")
         p.add_argument("--step", type=int, default=None, help="greedy step (glp_step_*)")
-        p.add_argument("--start", type=float, default=None, help="start time of the stage (seconds)")
+        p.add_argument("--start", type=float, default=None, help="start time of the stage or its array (seconds)")
+        p.add_argument("--stage_start", type=float, default=None, help="start time of the stage (end of stage 17)")
         p.add_argument("--jobs", type=int, default=None, help="jobs of the stage's array (end)")
         p.add_argument("--fd", type=int, default=None, help="open descriptor of the lock file (lock)")
         p.add_argument("--pid", type=int, default=None, help="pid of the run (lock)")
         p.add_argument("--command_line", default="", help="the run's command line (lock)")
         p.add_argument("--lock_wait", type=float, default=0, help="seconds to wait for the lock (lock)")
+        p.add_argument("--results", type=str2bool, default=False, help="also the RESULTS.md sections (sweep)")
     for command in DECODE_COMMANDS:
         p = sub.add_parser(command)
         add_decode_options(p)
@@ -116,11 +122,19 @@ def dispatch(args: argparse.Namespace) -> dict:
     if args.command == "check_run_dir":
         stages.check_run_dir(run)
         return {}
+    if args.command == "layout":
+        return run.layout()
+    if args.command == "finalists":
+        return stages.finalists_17(run, args.start)
     if args.command == "status":
         return stages.stage_status(run, args.stage)
     if args.command == "search_cost":
         stages.write_search_cost(run)
         return {}
+    if args.command == "sweep":
+        from comflp_espnet.sweep_stage import run_sweep
+
+        return run_sweep(run, args.results, args.stage or (20 if args.results else 18))
     if args.command == "glp_step_begin":
         return stages.glp_step_begin(run, args.step)
     if args.command == "glp_step_end":
@@ -133,6 +147,8 @@ def dispatch(args: argparse.Namespace) -> dict:
         return function(run)
     if args.command == "end" and args.stage == 14:
         return function(run, args.start, args.jobs) or {}
+    if args.command == "end" and args.stage == 17:
+        return function(run, args.start, args.stage_start) or {}
     return function(run, args.start) or {}
 
 

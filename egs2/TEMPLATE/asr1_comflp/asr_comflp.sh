@@ -3,13 +3,18 @@
 #
 #   Stages  1-13  ESPnet's ./asr.sh (inside an ESPnet checkout), else the plugin's asr_minimal.sh
 #   Stage  14     dump pooled encoder states h_0..h_L of a seeded calibration subset of train_set
-#   Stage  15     correlation matrix between the states (.npy + heatmap .png)
-#   Stage  16     coarse search: top-K layer sets to remove, one pruned candidate dir each
-#                 (--comflp_search glp: greedy layer pruning by the task metric instead, its
-#                 k steps decoded on the fine-search subset; its result is the one candidate)
-#   Stage  17     fine search: decode every candidate (and the original) on a held-out subset
-#   Stage  18     score the candidates (CER/WER), choose the winner; record the search's cost
-#                 (decodes, wall-clock seconds of stages 14-18) in <tag>/search_cost.{json,md}
+#   Stage  15     correlation matrix between the states (.npy + heatmap .png), one per measure
+#   Stage  16     coarse search: top-K layer sets to remove per measure (their union), per depth
+#                 (--comflp_search glp: greedy layer pruning by the task metric or a proxy instead,
+#                 its k steps evaluated on the fine-search subset; its result is the one candidate)
+#   Stage  17     fine search on a held-out subset: every candidate scored by a cheap proxy (CTC
+#                 greedy CER or the model's loss, no model written), the M best (finalists) written
+#                 as ESPnet models and decoded with the inference config, with the original
+#   Stage  18     score the finalists (CER/WER), choose the winner; record the search's cost
+#                 (proxy evaluations, decodes, seconds of stages 14-18) in <tag>/search_cost.{json,md};
+#                 several depths (a list, --comflp_sweep, --comflp_sweep_range): the winners' table
+#                 and plot in <comflp_dir>/sweep/, and with --comflp_max_degradation the depth that
+#                 stages 19-21 work on
 #   Stage  19     optional (--comflp_finetune true): fine-tune the winner
 #   Stage  20     decode and score --test_sets with the original, pruned and fine-tuned models;
 #                 RESULTS.md sections
@@ -94,12 +99,15 @@ comflp_calib_nutt=320       # Calibration utterances from train_set (0: all).
 comflp_seed=0               # Seed of the calibration / fine-search subsets.
 comflp_pooling=mean         # Pooling of the states per utterance (mean or frame).
 comflp_dump_args=           # Extra options of comflp_dump, e.g. "--batch_size 16".
-comflp_measure=dc           # Correlation measure: dc, svcca, cka, cosine or angular.
+comflp_measure=dc           # Correlation measure(s): dc, svcca, cka, cosine, angular; a list joins their top-K.
 comflp_dc_batch_size=       # Utterances per block for the dc measure (empty: its default).
 comflp_search=dp            # Coarse search: dp, beam, greedy, exhaustive (or a baseline, or glp).
-comflp_num_prune=           # Encoder layers to remove (or give --comflp_keep).
-comflp_keep=                # Encoder layers to keep (alternative to --comflp_num_prune).
-comflp_topk=10              # Candidates the coarse search keeps.
+comflp_num_prune=           # Encoder layers to remove, or a list of depths "3 6" (or give --comflp_keep).
+comflp_keep=                # Encoder layers to keep, or a list (alternative to --comflp_num_prune).
+comflp_sweep=false          # Search every depth k = 1..L-1 (instead of --comflp_num_prune).
+comflp_sweep_range=         # Search the depths A..B, "A:B" (a sweep over part of the depths).
+comflp_max_degradation=     # Choose the smallest winner within X CER/WER points of the original (fine-search set).
+comflp_topk=30              # Candidates the coarse search keeps (per measure).
 comflp_beam_size=10         # Beam width of --comflp_search beam.
 comflp_aggregate=mean       # How the scores of a proposal's runs combine: mean, sum or min.
 comflp_keep_first=false     # Never remove layer 1.
@@ -108,6 +116,10 @@ comflp_max_run=             # Longest run of consecutive removed layers (empty: 
 comflp_protect=             # Layers never removed, comma separated, e.g. "1,2".
 comflp_fine_set=            # Data set of the fine search (default: valid_set).
 comflp_fine_nutt=500        # Fine-search utterances (0: all).
+comflp_fine_proxy=ctc_greedy  # Proxy ranking the candidates: ctc_greedy, loss, or none (decode every candidate).
+comflp_fine_finalists=3     # Candidates decoded in full (the best by proxy); the winner is the best of them.
+comflp_proxy_batch_size=8   # Utterances per batch of the proxy scoring.
+comflp_glp_metric=decode    # What glp's steps rank by: decode (CER/WER), ctc_greedy or loss.
 comflp_finetune=false       # Fine-tune the winner (stage 19).
 comflp_finetune_config=conf/comflp/finetune.yaml  # Overlay on the winner's config.yaml.
 comflp_finetune_args=       # Extra asr_train options for fine-tuning, e.g. "--max_epoch 5".
@@ -166,13 +178,21 @@ Options:
     --comflp_seed            # Seed of the subsets (default="${comflp_seed}").
     --comflp_pooling         # State pooling, mean or frame (default="${comflp_pooling}").
     --comflp_dump_args       # Extra comflp_dump options (default="${comflp_dump_args}").
-    --comflp_measure         # dc, svcca, cka, cosine or angular (default="${comflp_measure}").
+    --comflp_measure         # dc, svcca, cka, cosine or angular, or a list such as "dc svcca cka" (the
+                             # union of each measure's top K) (default="${comflp_measure}").
     --comflp_dc_batch_size   # Block size of the dc measure (default: the measure's own).
     --comflp_search          # dp, beam, greedy, exhaustive, a baseline offered by comflp_search, or glp
                              # (greedy layer pruning by the task metric, decoding in stage 16) (default="${comflp_search}").
-    --comflp_num_prune       # Layers to remove (default: half of the encoder layers).
-    --comflp_keep            # Layers to keep, instead of --comflp_num_prune.
-    --comflp_topk            # Coarse-search candidates (default="${comflp_topk}").
+    --comflp_num_prune       # Layers to remove, or a list of depths, e.g. "3 6": one search directory
+                             # each, sharing states, matrices and evaluations (default: half the layers).
+    --comflp_keep            # Layers to keep (or a list), instead of --comflp_num_prune.
+    --comflp_sweep           # Search every depth k = 1..L-1 (depths the constraints rule out are
+                             # skipped), instead of --comflp_num_prune (default="${comflp_sweep}").
+    --comflp_sweep_range     # Search the depths A..B, e.g. 1:10 (implies --comflp_sweep true).
+    --comflp_max_degradation # Choose the depth whose winner removes the most layers within X points of
+                             # the original's CER (WER for non-char tokens) on the fine-search set;
+                             # stages 19-21 then run for that depth only (default: no choice).
+    --comflp_topk            # Coarse-search candidates per measure (default="${comflp_topk}").
     --comflp_beam_size       # Beam width for --comflp_search beam (default="${comflp_beam_size}").
     --comflp_aggregate       # Combination of the runs' scores: mean (CoMFLP), sum or min (default="${comflp_aggregate}").
     --comflp_keep_first      # Never remove layer 1 (default="${comflp_keep_first}").
@@ -181,6 +201,14 @@ Options:
     --comflp_protect         # Comma-separated layers never removed (default="${comflp_protect}").
     --comflp_fine_set        # Fine-search data set (default: --valid_set).
     --comflp_fine_nutt       # Fine-search utterances, 0 = all (default="${comflp_fine_nutt}").
+    --comflp_fine_proxy      # Cheap proxy that ranks every candidate: ctc_greedy (CER/WER of CTC greedy
+                             # decoding; a model without CTC falls back to loss), loss (teacher-forced loss
+                             # per token), none (decode every candidate) (default="${comflp_fine_proxy}").
+    --comflp_fine_finalists  # Candidates decoded with the inference config, the best by proxy; the
+                             # winner is the best of them by CER/WER (default="${comflp_fine_finalists}").
+    --comflp_proxy_batch_size # Utterances per batch of the proxy (default="${comflp_proxy_batch_size}").
+    --comflp_glp_metric      # glp's steps rank by: decode (CER/WER of full decodes), ctc_greedy or loss
+                             # (the proxy, no model written) (default="${comflp_glp_metric}").
     --comflp_finetune        # Fine-tune the winner in stage 19 (default="${comflp_finetune}").
     --comflp_finetune_config # Overlay config for fine-tuning (default="${comflp_finetune_config}").
     --comflp_finetune_args   # Extra asr_train options for fine-tuning (default="${comflp_finetune_args}").
@@ -239,9 +267,11 @@ while [ $# -gt 0 ]; do
             fi
             _name=${_name#--}
             _name=${_name//-/_}
-            # The later of --comflp_num_prune / --comflp_keep wins (run.sh passes its defaults first).
+            # The later of --comflp_num_prune / --comflp_keep / the sweep options wins (run.sh passes
+            # its defaults first).
             case "${_name}" in
-                comflp_num_prune|comflp_keep) depth_option=${_name} ;;
+                comflp_num_prune|comflp_keep) depth_option=${_name}; depth_last=${_name} ;;
+                comflp_sweep|comflp_sweep_range) depth_last=${_name} ;;
             esac
             if [ "${_name}" = config ]; then
                 own_args+=(--config "${_value}")
@@ -272,12 +302,22 @@ if [ -n "${comflp_num_prune}" ] && [ -n "${comflp_keep}" ]; then
         comflp_keep=
     fi
 fi
+if [ "${comflp_sweep}" = true ] || [ -n "${comflp_sweep_range}" ]; then
+    if [[ "${depth_last:-comflp_sweep}" == comflp_sweep* ]]; then
+        comflp_num_prune=
+        comflp_keep=
+    else
+        comflp_sweep=false
+        comflp_sweep_range=
+    fi
+fi
 
 . ./path.sh
 . ./cmd.sh
 
 for _name in stage stop_stage nj inference_nj ngpu num_nodes batch_size comflp_calib_nutt comflp_seed \
-        comflp_topk comflp_beam_size comflp_fine_nutt comflp_lock_wait; do
+        comflp_topk comflp_beam_size comflp_fine_nutt comflp_fine_finalists comflp_proxy_batch_size \
+        comflp_lock_wait; do
     [[ "${!_name}" =~ ^[0-9]+$ ]] || die "--${_name} must be a non-negative integer, got '${!_name}'"
 done
 asr_stages_requested=false
@@ -325,8 +365,21 @@ if runs_any 14 15 16 17 18 19 20 21; then
         || die "${python} cannot import comflp_espnet (${_import_error##*$'\n'}).
   Install the plugin into this Python (tools/install_into_espnet.sh ESPNET_ROOT, or pip install -e <plugin>),
   or run from a recipe whose path.sh puts the plugin on PYTHONPATH."
-    [[ " ${comflp_measures} " == *" ${comflp_measure} "* ]] \
-        || die "unknown --comflp_measure '${comflp_measure}'; choose one of: ${comflp_measures}"
+    for _m in ${comflp_measure//,/ }; do
+        [[ " ${comflp_measures} " == *" ${_m} "* ]] \
+            || die "unknown --comflp_measure '${_m}'; choose from: ${comflp_measures} (or a list of them)"
+    done
+    [ -n "${comflp_measure//[ ,]/}" ] || die "--comflp_measure is empty; choose from: ${comflp_measures}"
+    case "${comflp_fine_proxy}" in
+        ctc_greedy|loss|none) ;;
+        *) die "unknown --comflp_fine_proxy '${comflp_fine_proxy}'; choose one of: ctc_greedy loss none" ;;
+    esac
+    case "${comflp_glp_metric}" in
+        decode|ctc_greedy|loss) ;;
+        *) die "unknown --comflp_glp_metric '${comflp_glp_metric}'; choose one of: decode ctc_greedy loss" ;;
+    esac
+    [ "${comflp_fine_finalists}" -ge 1 ] || die "--comflp_fine_finalists must be at least 1"
+    [ "${comflp_proxy_batch_size}" -ge 1 ] || die "--comflp_proxy_batch_size must be at least 1"
     # The search methods (and baselines) comflp_search offers.
     comflp_methods=$(${python} - 2>/dev/null <<'PYEOF' || true
 from comflp_espnet.bin.comflp_search import get_parser
@@ -351,11 +404,20 @@ PYEOF
         mean|sum|min) ;;
         *) die "unknown --comflp_aggregate '${comflp_aggregate}'; choose one of: mean sum min" ;;
     esac
-    for _name in comflp_num_prune comflp_keep comflp_max_run; do
-        if [ -n "${!_name}" ] && ! [[ "${!_name}" =~ ^[1-9][0-9]*$ ]]; then
-            die "--${_name} must be a positive integer, got '${!_name}'"
+    for _name in comflp_num_prune comflp_keep; do
+        if [ -n "${!_name}" ] && ! [[ "${!_name}" =~ ^[[:space:],]*[1-9][0-9]*([[:space:],]+[1-9][0-9]*)*[[:space:],]*$ ]]; then
+            die "--${_name} must be a positive integer or a list of them (e.g. \"3 6\"), got '${!_name}'"
         fi
     done
+    if [ -n "${comflp_sweep_range}" ] && ! [[ "${comflp_sweep_range}" =~ ^[1-9][0-9]*:[1-9][0-9]*$ ]]; then
+        die "--comflp_sweep_range must be A:B, the first and last number of layers to remove (e.g. 1:10), got '${comflp_sweep_range}'"
+    fi
+    if [ -n "${comflp_max_degradation}" ] && ! [[ "${comflp_max_degradation}" =~ ^([0-9]+\.?[0-9]*|\.[0-9]+)$ ]]; then
+        die "--comflp_max_degradation must be a number >= 0 (absolute CER/WER points on the fine-search set, e.g. 1.0), got '${comflp_max_degradation}'"
+    fi
+    if [ -n "${comflp_max_run}" ] && ! [[ "${comflp_max_run}" =~ ^[1-9][0-9]*$ ]]; then
+        die "--comflp_max_run must be a positive integer, got '${comflp_max_run}'"
+    fi
     [ "${comflp_topk}" -ge 1 ] || die "--comflp_topk must be at least 1"
     if [ -n "${comflp_protect}" ] && ! [[ "${comflp_protect}" =~ ^[1-9][0-9]*(,[1-9][0-9]*)*$ ]]; then
         die "--comflp_protect must list layer numbers separated by commas (e.g. 1,2), got '${comflp_protect}'"
@@ -447,16 +509,21 @@ stage_opts=(
     "--dump_args=${comflp_dump_args}" "--measure=${comflp_measure}"
     "--dc_batch_size=${comflp_dc_batch_size}" "--search=${comflp_search}"
     "--num_prune=${comflp_num_prune}" "--keep=${comflp_keep}" "--topk=${comflp_topk}"
+    "--sweep=${comflp_sweep}" "--sweep_range=${comflp_sweep_range}" "--max_degradation=${comflp_max_degradation}"
     "--beam_size=${comflp_beam_size}" "--aggregate=${comflp_aggregate}"
     "--keep_first=${comflp_keep_first}" "--keep_last=${comflp_keep_last}" "--max_run=${comflp_max_run}"
     "--protect=${comflp_protect}" "--fine_nutt=${comflp_fine_nutt}" "--finetune=${comflp_finetune}"
+    "--fine_proxy=${comflp_fine_proxy}" "--fine_finalists=${comflp_fine_finalists}"
+    "--proxy_batch_size=${comflp_proxy_batch_size}" "--glp_metric=${comflp_glp_metric}"
     "--finetune_config=${comflp_finetune_config}" "--finetune_args=${comflp_finetune_args}"
     "--skip_bad_utts=${comflp_skip_bad_utts}" "--asr_stats_dir=${asr_stats_dir}"
     "--feats_normalize=${feats_normalize}" "--bpemodel=${bpemodel}" "--stages=${comflp_stages}"
 )
-# stage_tool COMMAND [OPTION...]: comflp_stage with the run's options (an error is one line on stderr).
+# stage_tool COMMAND [OPTION...]: comflp_stage with the run's options (an error is one line on stderr);
+# only_tag, when set, restricts it to that search of the run (stages 19-21 run per search).
+only_tag=
 stage_tool() {
-    ${python} -m comflp_espnet.bin.comflp_stage "$@" "${stage_opts[@]}"
+    ${python} -m comflp_espnet.bin.comflp_stage "$@" "${stage_opts[@]}" "--only_tag=${only_tag}"
 }
 # stage_eval COMMAND [OPTION...]: stage_tool, and the shell assignments it prints evaluated here.
 stage_eval() {
@@ -465,8 +532,9 @@ stage_eval() {
     eval "${out}"
 }
 
-# All checks before any work: the model, the data sets and their sizes.  Sets num_layers,
-# num_prune, comflp_tag and the paths (tag_dir, states_dir, corr_file, fine_dir, scores_dir, ...).
+# All checks before any work: the model, the data sets and their sizes.  Sets num_layers, the
+# searches of the run (comflp_tags, one per depth of num_prunes), the run's paths (states_dir,
+# corr_dir, fine_dir, ...) and those of its first search (comflp_tag, tag_dir, scores_dir, ...).
 stage_eval check
 
 # One run at a time per --comflp_dir (see comflp_espnet.runlock): a second run stops naming this one.
@@ -533,8 +601,7 @@ if run_stage 14; then
             ${python} -m comflp_espnet.bin.comflp_dump \
                 --asr_train_config "${asr_train_config}" \
                 --asr_model_file "${asr_model_file}" \
-                --data_path_and_name_and_type "${calib_scp},speech,${calib_type}" \
-                --key_file "${states_keys}" \
+                --data_path_and_name_and_type "${states_data},speech,${calib_type}" \
                 --output_dir "${states_output}" \
                 --pooling "${comflp_pooling}" \
                 --seed "${comflp_seed}" \
@@ -548,32 +615,56 @@ fi
 if run_stage 15; then
     stage_eval status --stage 15
     if [ "${stage_state}" = current ]; then
-        log "Stage 15: ${corr_file} is current; skipping"
+        log "Stage 15: the correlation matrices (${run_measures}) in ${corr_dir} are current; skipping"
     else
-        log "Stage 15: Correlation matrix (${comflp_measure}) of the states -> ${corr_file}, ${heatmap_file}${stage_note:+ (redone: ${stage_note})}"
         _start=$(now_seconds)
         stage_eval begin --stage 15
+        log "Stage 15: Correlation matrix of the states (${corr_measures}) -> ${corr_dir}${stage_note:+ (redone: ${stage_note})}"
         _opts=
-        if [ -n "${comflp_dc_batch_size}" ] && [ "${comflp_measure}" = dc ]; then
+        if [ -n "${comflp_dc_batch_size}" ] && [[ " ${corr_measures} " == *" dc "* ]]; then
             _opts+="--batch_size ${comflp_dc_batch_size} "
         fi
+        # One process reads the states once and writes every measure's matrix and heatmap.
         # shellcheck disable=SC2086
         run_or_show_log "${corr_log}" \
             ${train_cmd} "${corr_log}" \
             ${python} -m comflp_espnet.bin.comflp_corr \
                 --states_scp "${states_scp}" \
-                --measure "${comflp_measure}" \
-                --output "${corr_file}" \
-                --heatmap "${heatmap_file}" ${_opts}
+                --measure ${corr_measures} \
+                --output_dir "${corr_dir}" ${_opts}
         stage_tool end --stage 15 --start "${_start}" || exit 2
     fi
 fi
 
-# glp_search: greedy layer pruning by the task metric.  Step s decodes the fine-search set with
-# each remaining layer removed on top of the s-1 layers removed so far (one candidate model each,
-# decoded and scored as in stages 17-18), then removes the layer whose model makes the fewest
-# errors (ties: the lower layer id).  A step whose record is current is kept: a rerun goes on
-# from there.
+# proxy_array: score candidates by the proxy on the fine-search subset, one ${cmd} JOB=1:N array
+# (the proxy_* variables from the stage tool: candidates file, each job's data list, outputs).
+proxy_array() {
+    local _text_opts=()
+    [ -n "${proxy_text}" ] && _text_opts+=(--data_path_and_name_and_type "${proxy_text},text,text")
+    log "Proxy (${proxy_name}): ${proxy_count} candidate(s) in ${proxy_nj} job(s)... log: '${proxy_log//JOB/*}'"
+    # shellcheck disable=SC2086
+    run_or_show_log "${proxy_log//JOB/*}" \
+        ${infer_cmd} JOB=1:"${proxy_nj}" "${proxy_log}" \
+        ${python} -m comflp_espnet.bin.comflp_proxy \
+            --asr_train_config "${asr_train_config}" \
+            --asr_model_file "${asr_model_file}" \
+            --candidates "${proxy_candidates}" \
+            --data_path_and_name_and_type "${proxy_data},speech,${proxy_type}" \
+            "${_text_opts[@]+"${_text_opts[@]}"}" \
+            --output_dir "${proxy_output}" \
+            --proxy "${proxy_name}" \
+            --batch_size "${proxy_batch_size}" \
+            --sort_chunk 0 \
+            --ngpu "${infer_ngpu}" \
+            --skip_bad_utts "${comflp_skip_bad_utts}"
+}
+
+# glp_search: greedy layer pruning, for the search named by only_tag.  Step s evaluates the
+# fine-search set with each remaining layer removed on top of the s-1 layers removed so far
+# (--comflp_glp_metric decode: one candidate model each, decoded and scored as in stages 17-18;
+# ctc_greedy or loss: every model of the step scored by the proxy in one array, no model
+# written), then removes the layer whose model does best (ties: the lower layer id).  A step
+# whose record is current is kept: a rerun goes on from there.
 glp_search() {
     local step step_start
     for step in $(seq "${num_prune}"); do
@@ -583,8 +674,13 @@ glp_search() {
             log "Greedy step ${step}/${num_prune}: ${glp_step_dir}/step.json is current; skipping"
             continue
         fi
-        log "Greedy step ${step}/${num_prune}: decode the fine-search set with each of ${glp_num_models} models -> ${glp_step_dir}"
-        decode_models "${glp_models_scp}" "${fine_dir}" "${glp_decode_dir}" --score_dir "${glp_scores_dir}"
+        if [ "${glp_metric}" = decode ]; then
+            log "Greedy step ${step}/${num_prune}: decode the fine-search set with each of ${glp_num_models} models -> ${glp_step_dir}"
+            decode_models "${glp_models_scp}" "${fine_dir}" "${glp_decode_dir}" --score_dir "${glp_scores_dir}"
+        else
+            log "Greedy step ${step}/${num_prune}: score each of ${glp_num_models} models by ${glp_metric} on the fine-search set -> ${glp_step_dir}"
+            [ "${proxy_count}" -gt 0 ] && proxy_array
+        fi
         stage_tool glp_step_end --step "${step}" --start "${step_start}" || exit 2
     done
 }
@@ -592,16 +688,22 @@ glp_search() {
 if run_stage 16; then
     stage_eval status --stage 16
     if [ "${stage_state}" = current ]; then
-        log "Stage 16: ${tag_dir}/candidates is current; skipping"
+        log "Stage 16: the proposals of ${comflp_tags} are current; skipping"
     else
         _start=$(now_seconds)
         if [ "${comflp_search}" = glp ]; then
-            log "Stage 16: Greedy layer pruning (glp): remove ${num_prune} of ${num_layers} layers one at a time, each step decoding the fine-search set (${fine_source}) once per remaining layer -> ${glp_dir}, ${tag_dir}/proposals.json, ${tag_dir}/candidates${stage_note:+ (redone: ${stage_note})}"
-            glp_search
+            log "Stage 16: Greedy layer pruning (glp, by ${glp_metric}): remove ${num_prunes} of ${num_layers} layers one at a time, each step evaluating the fine-search set (${fine_source}) once per remaining layer -> ${comflp_tags}${stage_note:+ (redone: ${stage_note})}"
+            for _tag in ${comflp_tags}; do
+                only_tag=${_tag}
+                stage_eval layout
+                glp_search
+            done
+            only_tag=
+            stage_eval layout
         elif [ "${comflp_search}" = none ]; then
-            log "Stage 16: The unpruned model as the only candidate (--comflp_search none, a reference) -> ${tag_dir}/proposals.json, ${tag_dir}/candidates${stage_note:+ (redone: ${stage_note})}"
+            log "Stage 16: The unpruned model as the only candidate (--comflp_search none, a reference) -> ${tag_dir}/proposals.json${stage_note:+ (redone: ${stage_note})}"
         else
-            log "Stage 16: Coarse search (${comflp_search}, remove ${num_prune} of ${num_layers} layers, top ${comflp_topk}) -> ${tag_dir}/proposals.json, ${tag_dir}/candidates${stage_note:+ (redone: ${stage_note})}"
+            log "Stage 16: Coarse search (${comflp_search}, ${run_measures}, remove ${num_prunes} of ${num_layers} layers, top ${comflp_topk}) -> ${comflp_tags}${stage_note:+ (redone: ${stage_note})}"
         fi
         stage_tool run --stage 16 --start "${_start}" || exit 2
     fi
@@ -610,124 +712,183 @@ fi
 if run_stage 17; then
     stage_eval status --stage 17
     if [ "${stage_state}" = current ]; then
-        log "Stage 17: ${fine_decode_dir}/hyp is current; skipping"
+        log "Stage 17: the fine searches of ${comflp_tags} are current; skipping"
     else
-        log "Stage 17: Fine search: decode every candidate and the original on $(subset_text "${comflp_fine_nutt}") of ${fine_source} -> ${fine_decode_dir}${stage_note:+ (redone: ${stage_note})}"
+        if [ "${comflp_fine_proxy}" = none ]; then
+            _how="decode every candidate"
+        else
+            _how="score every candidate by ${fine_proxy}, decode the ${comflp_fine_finalists} best"
+        fi
+        log "Stage 17: Fine search: ${_how} and the original on $(subset_text "${comflp_fine_nutt}") of ${fine_source} -> ${comflp_tags}${stage_note:+ (redone: ${stage_note})}"
         _start=$(now_seconds)
         stage_eval begin --stage 17
-        decode_models "${fine_models_scp}" "${fine_dir}" "${fine_decode_dir}"
-        stage_tool end --stage 17 --start "${_start}" || exit 2
+        _array_start=$(now_seconds)
+        [ "${proxy_count}" -gt 0 ] && proxy_array
+        stage_eval finalists --start "${_array_start}"
+        _array_start=$(now_seconds)
+        if [ "${decode_count}" -gt 0 ]; then
+            _opts=()
+            [ -n "${inference_config}" ] && _opts+=(--config "${inference_config}")
+            log "Decoding ${decode_count} model(s) on ${fine_dir} in ${decode_nj} job(s)... log: '${decode_log//JOB/*}'"
+            # shellcheck disable=SC2086
+            run_or_show_log "${decode_log//JOB/*}" \
+                ${infer_cmd} JOB=1:"${decode_nj}" "${decode_log}" \
+                ${python} -m comflp_espnet.bin.comflp_decode \
+                    --models_scp "${decode_models_scp}" \
+                    --data_path_and_name_and_type "${decode_scp},speech,${decode_type}" \
+                    --key_file "${decode_keys}" \
+                    --output_dir "${decode_output}" \
+                    --ngpu "${infer_ngpu}" \
+                    --batch_size "${batch_size}" \
+                    --skip_bad_utts "${comflp_skip_bad_utts}" \
+                    "${_opts[@]+"${_opts[@]}"}" ${inference_args}
+        fi
+        stage_tool end --stage 17 --start "${_array_start}" --stage_start "${_start}" || exit 2
     fi
 fi
 
 if run_stage 18; then
     stage_eval status --stage 18
     if [ "${stage_state}" = current ]; then
-        log "Stage 18: ${scores_dir}/winner is current (${winner_name}); skipping"
+        log "Stage 18: the winners (${winner_name}) are current; skipping"
     else
-        log "Stage 18: Score the fine search and choose the winner -> ${scores_dir}${stage_note:+ (redone: ${stage_note})}"
+        log "Stage 18: Score the finalists and choose the winner(s) -> ${comflp_tags}${stage_note:+ (redone: ${stage_note})}"
         _start=$(now_seconds)
         stage_tool run --stage 18 --start "${_start}" || exit 2
     fi
-    # Decodes and seconds of the search, from the records (rewritten only when they change).
+    # Proxy evaluations, decodes and seconds of each search, from the records (rewritten only when
+    # they change).
     stage_tool search_cost || exit 2
+    # Several depths: the winners' table and plot (sweep/), and the searches of stages 19-21.
+    stage_eval sweep
+    sweep_evaluated=true
 fi
 
-if run_stage 19; then
-    if ! "${comflp_finetune}"; then
-        log "Stage 19: Skip fine-tuning (--comflp_finetune false)"
-    else
-        stage_eval status --stage 19
-        if [ "${stage_state}" = current ]; then
-            log "Stage 19: ${finetune_dir}/${inference_asr_model} is current; skipping"
+# Stages 19-21 run for each search of the run in turn (only_tag; the paths of stage_eval layout):
+# every search, or with --comflp_max_degradation the chosen one, or none for a sweep without it
+# (final_tags, comflp_espnet.sweep_stage).
+if runs_any 19 20 21; then
+if ! "${sweep_evaluated:-false}"; then
+    for _s in 19 20 21; do run_stage "${_s}" && break; done
+    stage_eval sweep --stage "${_s}"
+fi
+[ -n "${final_tags}" ] || log "Stages 19-21: skipped: ${final_note}"
+for _tag in ${final_tags}; do
+    only_tag=${_tag}
+    stage_eval layout
+    if run_stage 19; then
+        if ! "${comflp_finetune}"; then
+            log "Stage 19: Skip fine-tuning (--comflp_finetune false)"
         else
-            _start=$(now_seconds)
-            # The winner's config with the overlay merged in (finetune_config.yaml); the options given
-            # below on the command line (data, shapes, output, initialisation) are removed from it.
-            stage_eval begin --stage 19
-            log "Stage 19: Fine-tune the winner ${finetune_winner} with the overlay ${comflp_finetune_config} -> ${finetune_dir}${stage_note:+ (redone: ${stage_note})}"
-            asr_train_data_args "${finetune_train_dir}" "${finetune_valid_dir}" "${finetune_scp}" "${finetune_type}"
-            if echo "${cuda_cmd}" | grep -e queue.pl -e queue-freegpu.pl &> /dev/null; then
-                # SGE job names cannot contain "/".
-                _jobname="$(basename "${asr_exp}")_comflp_finetune"
+            stage_eval status --stage 19
+            if [ "${stage_state}" = current ]; then
+                log "Stage 19: ${finetune_dir}/${inference_asr_model} is current; skipping"
             else
-                _jobname="${finetune_dir}/train.log"
+                _start=$(now_seconds)
+                # The winner's config with the overlay merged in (finetune_config.yaml); the options given
+                # below on the command line (data, shapes, output, initialisation) are removed from it.
+                stage_eval begin --stage 19
+                log "Stage 19: Fine-tune the winner ${finetune_winner} with the overlay ${comflp_finetune_config} -> ${finetune_dir}${stage_note:+ (redone: ${stage_note})}"
+                asr_train_data_args "${finetune_train_dir}" "${finetune_valid_dir}" "${finetune_scp}" "${finetune_type}"
+                if echo "${cuda_cmd}" | grep -e queue.pl -e queue-freegpu.pl &> /dev/null; then
+                    # SGE job names cannot contain "/".
+                    _jobname="$(basename "${asr_exp}")_comflp_finetune"
+                else
+                    _jobname="${finetune_dir}/train.log"
+                fi
+                log "Fine-tuning started... log: '${finetune_dir}/train.log'"
+                # shellcheck disable=SC2086
+                launch_asr_train "${finetune_dir}" "${_jobname}" \
+                    --config "${finetune_config_file}" \
+                    --use_preprocessor true \
+                    "${train_data_args[@]}" \
+                    --init_param "${finetune_winner_dir}/${inference_asr_model}" \
+                    --resume true \
+                    ${comflp_finetune_args} \
+                    || { tail -n 40 "${finetune_dir}/train.log" >&2; die "fine-tuning failed; log: ${finetune_dir}/train.log (a damaged checkpoint there: remove ${finetune_dir} and rerun stage 19)"; }
+                stage_tool end --stage 19 --start "${_start}" || exit 2
             fi
-            log "Fine-tuning started... log: '${finetune_dir}/train.log'"
-            # shellcheck disable=SC2086
-            launch_asr_train "${finetune_dir}" "${_jobname}" \
-                --config "${finetune_config_file}" \
-                --use_preprocessor true \
-                "${train_data_args[@]}" \
-                --init_param "${finetune_winner_dir}/${inference_asr_model}" \
-                --resume true \
-                ${comflp_finetune_args} \
-                || { tail -n 40 "${finetune_dir}/train.log" >&2; die "fine-tuning failed; log: ${finetune_dir}/train.log (a damaged checkpoint there: remove ${finetune_dir} and rerun stage 19)"; }
-            stage_tool end --stage 19 --start "${_start}" || exit 2
         fi
     fi
-fi
 
-if run_stage 20; then
-    log "Stage 20: Decode and score ${eval_sets} with the original, pruned and fine-tuned models -> ${test_decode_dir}"
-    stage_eval begin --stage 20
-    _results_opts=()
-    for dset in ${eval_sets}; do
-        # One decoding directory per test set (its scores in score/, read back by comflp_results).
-        _results_opts+=(--test_scores "${dset}=${test_decode_dir}/${dset}")
-        decode_models "${test_models_scp}" "${data_feats}/${dset}" "${test_decode_dir}/${dset}" \
-            --score true --label_prefix "${dset}/"
-    done
+    if run_stage 20; then
+        log "Stage 20: Decode and score ${eval_sets} with the original, pruned and fine-tuned models -> ${test_decode_dir}"
+        stage_eval begin --stage 20
+        _results_opts=()
+        for dset in ${eval_sets}; do
+            # One decoding directory per test set (its scores in score/, read back by comflp_results).
+            _results_opts+=(--test_scores "${dset}=${test_decode_dir}/${dset}")
+            decode_models "${test_models_scp}" "${data_feats}/${dset}" "${test_decode_dir}/${dset}" \
+                --score true --label_prefix "${dset}/"
+        done
 
-    _results_extra=()
-    "${test_finetuned}" && _results_extra+=(--finetune_dir "${finetune_dir}" --finetune_config "${finetune_config_file}")
-    [ -n "${inference_config}" ] && _results_extra+=(--inference_config "${inference_config}")
-    # glp reads no matrix, so there may be no heatmap.
-    [ -f "${heatmap_file}" ] && _results_extra+=(--heatmap "${heatmap_file}")
-    for _results in "${tag_dir}/RESULTS.md" "${asr_exp}/RESULTS.md"; do
-        _section=${comflp_tag}
-        [ "${_results}" = "${asr_exp}/RESULTS.md" ] && _section=$(results_section_id "${asr_exp}" "${comflp_dir}" "${comflp_tag}")
-        ${python} -m comflp_espnet.bin.comflp_results \
-            --output "${_results}" \
-            --tag "${_section}" \
-            --asr_exp "${asr_exp}" \
-            --asr_model_file "${asr_model_file}" \
-            --winner_dir "${winner_dir}" \
-            --proposals "${proposals_file}" \
-            --ranking "${ranking_file}" \
-            --fine_set "${comflp_fine_set}" \
-            --measure "${comflp_measure}" \
-            "${_results_opts[@]}" "${_results_extra[@]+"${_results_extra[@]}"}" \
-            || die "writing ${_results} failed"
-    done
-    log "Results: ${tag_dir}/RESULTS.md (also a section in ${asr_exp}/RESULTS.md)"
-fi
+        _results_extra=()
+        "${test_finetuned}" && _results_extra+=(--finetune_dir "${finetune_dir}" --finetune_config "${finetune_config_file}")
+        [ -n "${inference_config}" ] && _results_extra+=(--inference_config "${inference_config}")
+        # glp reads no matrix, so there may be no heatmap.
+        [ -f "${heatmap_file}" ] && _results_extra+=(--heatmap "${heatmap_file}")
+        for _results in "${tag_dir}/RESULTS.md" "${asr_exp}/RESULTS.md"; do
+            _section=${comflp_tag}
+            [ "${_results}" = "${asr_exp}/RESULTS.md" ] && _section=$(results_section_id "${asr_exp}" "${comflp_dir}" "${comflp_tag}")
+            ${python} -m comflp_espnet.bin.comflp_results \
+                --output "${_results}" \
+                --tag "${_section}" \
+                --asr_exp "${asr_exp}" \
+                --asr_model_file "${asr_model_file}" \
+                --winner_dir "${winner_dir}" \
+                --proposals "${proposals_file}" \
+                --ranking "${ranking_file}" \
+                --fine_set "${comflp_fine_set}" \
+                --measure "${comflp_measure}" \
+                "${_results_opts[@]}" "${_results_extra[@]+"${_results_extra[@]}"}" \
+                || die "writing ${_results} failed"
+        done
+        log "Results: ${tag_dir}/RESULTS.md (also a section in ${asr_exp}/RESULTS.md)"
+    fi
 
-if run_stage 21; then
-    if ! "${comflp_pack}"; then
-        log "Stage 21: Skip packing (--comflp_pack false)"
-    else
-        stage_eval status --stage 21
-        if [ "${stage_state}" = current ]; then
-            log "Stage 21: ${packed_model} is current; skipping"
+    if run_stage 21; then
+        if ! "${comflp_pack}"; then
+            log "Stage 21: Skip packing (--comflp_pack false)"
         else
-            _start=$(now_seconds)
-            stage_eval begin --stage 21
-            log "Stage 21: Pack the ${pack_what} model: ${packed_model}"
-            _opts=()
-            for _o in ${pack_options}; do
-                _opts+=(--option "${_o}")
-            done
-            ${python} -m espnet2.bin.pack asr \
-                --asr_train_config "${pack_final_dir}/config.yaml" \
-                --asr_model_file "${pack_final_dir}/${inference_asr_model}" \
-                --option "${pack_final_dir}/prune.yaml" \
-                "${_opts[@]+"${_opts[@]}"}" \
-                --outpath "${pack_tmp}" || die "packing failed"
-            mv "${pack_tmp}" "${packed_model}"
-            stage_tool end --stage 21 --start "${_start}" || exit 2
+            stage_eval status --stage 21
+            if [ "${stage_state}" = current ]; then
+                log "Stage 21: ${packed_model} is current; skipping"
+            else
+                _start=$(now_seconds)
+                stage_eval begin --stage 21
+                log "Stage 21: Pack the ${pack_what} model: ${packed_model}"
+                _opts=()
+                for _o in ${pack_options}; do
+                    _opts+=(--option "${_o}")
+                done
+                ${python} -m espnet2.bin.pack asr \
+                    --asr_train_config "${pack_final_dir}/config.yaml" \
+                    --asr_model_file "${pack_final_dir}/${inference_asr_model}" \
+                    --option "${pack_final_dir}/prune.yaml" \
+                    "${_opts[@]+"${_opts[@]}"}" \
+                    --outpath "${pack_tmp}" || die "packing failed"
+                mv "${pack_tmp}" "${packed_model}"
+                stage_tool end --stage 21 --start "${_start}" || exit 2
+            fi
         fi
     fi
+
+done
+only_tag=
+if run_stage 20 && "${sweep_results}"; then
+    # The sweep's table with the test results, and its section in the RESULTS.md files.
+    stage_eval sweep --results true
+fi
+fi
+
+# Where to look, and one line per search: layers removed, parameters, test CER/WER of the original,
+# pruned and fine-tuned models, search time (parts not made yet are left out).
+if runs_any 16 17 18 19 20 21; then
+    for _tag in ${comflp_tags}; do
+        if [ -d "${comflp_dir}/${_tag}" ]; then
+            ${python} -m comflp_espnet.bin.comflp_summary --search_dir "${comflp_dir}/${_tag}" || true
+        fi
+    done
 fi
 
 log "Successfully finished. [elapsed=${SECONDS}s]"

@@ -35,7 +35,6 @@ inference_config=conf/decode_asr.yaml
     --comflp_measure dc \
     --comflp_search dp \
     --comflp_num_prune 4 \
-    --comflp_topk 3 \
     --comflp_fine_set "${valid_set}" \
     --comflp_fine_nutt 0 \
     --comflp_finetune true \

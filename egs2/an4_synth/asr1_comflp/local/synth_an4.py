@@ -325,10 +325,12 @@ PROMPTS = (
 )
 
 
-def random_prompt(rng):
-    """(kind, transcript words) of one random census prompt."""
-    weights = np.array([w for _, _, w in PROMPTS])
-    kind, make, _ = PROMPTS[int(rng.choice(len(PROMPTS), p=weights / weights.sum()))]
+def random_prompt(rng, kinds=None):
+    """(kind, transcript words) of one random census prompt; ``kinds`` limits the kinds drawn
+    (their relative frequencies kept), None draws from all."""
+    prompts = [p for p in PROMPTS if kinds is None or p[0] in kinds]
+    weights = np.array([w for _, _, w in prompts])
+    kind, make, _ = prompts[int(rng.choice(len(prompts), p=weights / weights.sum()))]
     return kind, make(rng)
 
 
@@ -581,7 +583,7 @@ def make_spec(args, split, index, speakers, noise_names, noise_lengths, rir_name
     """Everything needed to render one utterance; a pure function of the options and seed."""
     rng = np.random.default_rng([args.seed, SPLITS.index(split), index])
     spk, voice = speakers[int(rng.integers(len(speakers)))]
-    kind, words = random_prompt(rng)
+    kind, words = random_prompt(rng, args.prompt_kinds)
     spec = {
         "utt_id": f"{spk}-{split}-{index:06d}",
         "speaker": spk,
@@ -821,6 +823,18 @@ def _atomic_write_text(path, text):
 # ----------------------------------------------------------------------------------------
 # Command line
 # ----------------------------------------------------------------------------------------
+def prompt_kinds_arg(text):
+    """--prompt_kinds value: a tuple of known prompt kinds."""
+    kinds = [k.strip() for k in text.split(",") if k.strip()]
+    known = [k for k, _, _ in PROMPTS]
+    unknown = [k for k in kinds if k not in known]
+    if unknown or not kinds:
+        raise argparse.ArgumentTypeError(
+            f"unknown prompt kind(s) '{','.join(unknown) or text}'; choose from {','.join(known)}"
+        )
+    return tuple(kinds)
+
+
 def get_parser():
     parser = argparse.ArgumentParser(
         description="Synthesize an AN4-style census speech corpus (train/dev/test Kaldi "
@@ -851,6 +865,13 @@ def get_parser():
     aug.add_argument("--rir_prob", type=float, default=0.5, help="Share of reverberated utterances")
     aug.add_argument(
         "--snr_range", type=float, nargs=2, default=(5.0, 30.0), metavar=("MIN", "MAX"), help="SNR in dB"
+    )
+    parser.add_argument(
+        "--prompt_kinds",
+        type=prompt_kinds_arg,
+        default=None,
+        help="Comma-separated prompt kinds to draw, their relative frequencies kept "
+        f"(default: all of {','.join(k for k, _, _ in PROMPTS)})",
     )
     voice = parser.add_argument_group("voices")
     voice.add_argument(

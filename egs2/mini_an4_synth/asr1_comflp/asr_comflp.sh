@@ -1,0 +1,1 @@
+../../TEMPLATE/asr1_comflp/asr_comflp.sh

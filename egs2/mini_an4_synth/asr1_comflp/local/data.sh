@@ -1,0 +1,1 @@
+../../../an4_synth/asr1_comflp/local/data.sh
