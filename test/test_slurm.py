@@ -330,15 +330,17 @@ def test_recipe_stages_14_to_20_through_slurm_match_the_local_run(slurm, mini_an
 @pytest.mark.recipe
 def test_failing_job_fails_the_stage_and_names_its_log(slurm, mini_an4_run, tmp_path):
     d = copy_trained_recipe(mini_an4_run, tmp_path)
+    # An option comflp_dump does not know passes the checks before stage 14 and fails in every job
+    # (batches of 1 utterance, so that the 4 utterances make 2 jobs).
     r, _ = run_stages(d, slurm, "--stage", "14", "--stop_stage", "14", "--nj", "2",
-                      "--comflp_dump_args", "--batch_size 0")
+                      "--comflp_dump_args", "--batch_size 1 --no_such_option 1")
     assert r.returncode != 0
     # Both dump jobs fail; the adapter names each with its log, which holds the job's error.
     named = dict(re.findall(r"job (\d+) \(Slurm job \d+_\d+\) failed with code \d+, log is in (\S+)", r.stderr))
     assert sorted(named) == ["1", "2"], r.stdout[-3000:] + r.stderr[-3000:]
     for n, log in named.items():
         text = (d / log).read_text()
-        assert "--batch_size must be >= 1" in text
+        assert "unrecognized arguments: --no_such_option 1" in text
         assert text.splitlines()[-1].startswith("# Ended (code 2)")
         assert slurm_ids_in_logs([d / log])
     assert "Stage 15" not in r.stdout
