@@ -84,6 +84,19 @@ def test_stages_logged_once_each(recipe_run):
         assert re.search(rf"\) (Stage|Skip stage) {n}: ", log), f"no 'Stage {n}:' line"
 
 
+def test_jobs_that_load_the_model_run_with_python_opts(recipe_run):
+    # --comflp_python_opts defaults to -O: ESPnet's run-time type checks are off in the jobs.
+    comflp_dir = recipe_run["dir"] / ASR_EXP / "comflp"
+    logs = {"comflp_dump": sorted(comflp_dir.glob("states/logdir/dump.*.log")),
+            "comflp_proxy": sorted(comflp_dir.glob("fine_evals/*/logdir/proxy.*.log")),
+            "comflp_decode": sorted(comflp_dir.glob("fine_evals/*/logdir/decode.*.log"))}
+    for entry, paths in logs.items():
+        assert paths, f"no log of {entry}"
+        for path in paths:
+            command = path.read_text().splitlines()[0]
+            assert re.match(rf"# \S*python3? -O -m comflp_espnet\.bin\.{entry} ", command), command
+
+
 def test_correlation_matrix_and_heatmap(recipe_run):
     corr_dir = recipe_run["dir"] / ASR_EXP / "comflp" / "corr"
     corr = np.load(corr_dir / "dc.npy")

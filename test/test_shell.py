@@ -297,6 +297,7 @@ def test_asr_exp_naming_with_bpe_and_speed_perturbation(recipe):
         (["--comflp_protect", "1;2"], "--comflp_protect must list layer numbers"),
         (["--no_such_option", "1"], "unknown option --no_such_option"),
         (["--comflp_finetune", "maybe"], 'expected "true" or "false"'),
+        (["--comflp_python_opts", "-Z"], "--comflp_python_opts '-Z' is not accepted by python3"),
     ],
 )
 def test_bad_options_stop_before_work(recipe, args, message):

@@ -126,6 +126,7 @@ comflp_finetune_args=       # Extra asr_train options for fine-tuning, e.g. "--m
 comflp_pack=false           # Pack the final model (stage 21).
 comflp_skip_bad_utts=false  # Skip (and list) unreadable or too short utterances instead of stopping.
 comflp_lock_wait=0          # Seconds to wait for another run on the same --comflp_dir (0: stop at once).
+comflp_python_opts=-O       # Interpreter options of the jobs that load the model (dump, proxy, decode).
 # ---- options: end
 
 help_message=$(cat << EOF
@@ -217,6 +218,10 @@ Options:
                              # encoder, instead of stopping (default="${comflp_skip_bad_utts}").
     --comflp_lock_wait       # Seconds to wait for another run using the same --comflp_dir; 0 stops at
                              # once, naming it (default="${comflp_lock_wait}").
+    --comflp_python_opts     # Python options of the jobs that load the model (state dumping, proxy,
+                             # decoding): -O skips the run-time type checks (typeguard) and asserts in
+                             # ESPnet's code, a quarter of each job's import time; "" keeps them
+                             # (default="${comflp_python_opts}").
 EOF
 )
 
@@ -320,6 +325,11 @@ for _name in stage stop_stage nj inference_nj ngpu num_nodes batch_size comflp_c
         comflp_lock_wait; do
     [[ "${!_name}" =~ ^[0-9]+$ ]] || die "--${_name} must be a non-negative integer, got '${!_name}'"
 done
+# The jobs that load the model run as "${job_python} -m ...".
+job_python="${python} ${comflp_python_opts}"
+# shellcheck disable=SC2086
+${job_python} -c pass 2> /dev/null \
+    || die "--comflp_python_opts '${comflp_python_opts}' is not accepted by ${python} (try -O, or \"\" for none)"
 asr_stages_requested=false
 [ "${stage}" -le 13 ] && asr_stages_requested=true
 if ! "${asr_stages_requested}"; then
@@ -569,7 +579,7 @@ decode_models() {
     local models=$1 data=$2 out=$3
     shift 3
     "${comflp_template_dir}/scripts/decode_models.sh" \
-        --cmd "${infer_cmd}" --python "${python}" --nj "${inference_nj}" --ngpu "${infer_ngpu}" \
+        --cmd "${infer_cmd}" --python "${job_python}" --nj "${inference_nj}" --ngpu "${infer_ngpu}" \
         --batch_size "${batch_size}" --inference_config "${inference_config}" \
         --inference_args "${inference_args}" --audio_format "${audio_format}" \
         --skip_bad_utts "${comflp_skip_bad_utts}" --token_type "${token_type}" \
@@ -598,7 +608,7 @@ if run_stage 14; then
         # shellcheck disable=SC2086
         run_or_show_log "${states_log//JOB/*}" \
             ${dump_cmd} JOB=1:"${states_nj}" "${states_log}" \
-            ${python} -m comflp_espnet.bin.comflp_dump \
+            ${job_python} -m comflp_espnet.bin.comflp_dump \
                 --asr_train_config "${asr_train_config}" \
                 --asr_model_file "${asr_model_file}" \
                 --data_path_and_name_and_type "${states_data},speech,${calib_type}" \
@@ -645,7 +655,7 @@ proxy_array() {
     # shellcheck disable=SC2086
     run_or_show_log "${proxy_log//JOB/*}" \
         ${infer_cmd} JOB=1:"${proxy_nj}" "${proxy_log}" \
-        ${python} -m comflp_espnet.bin.comflp_proxy \
+        ${job_python} -m comflp_espnet.bin.comflp_proxy \
             --asr_train_config "${asr_train_config}" \
             --asr_model_file "${asr_model_file}" \
             --candidates "${proxy_candidates}" \
@@ -727,21 +737,8 @@ if run_stage 17; then
         stage_eval finalists --start "${_array_start}"
         _array_start=$(now_seconds)
         if [ "${decode_count}" -gt 0 ]; then
-            _opts=()
-            [ -n "${inference_config}" ] && _opts+=(--config "${inference_config}")
-            log "Decoding ${decode_count} model(s) on ${fine_dir} in ${decode_nj} job(s)... log: '${decode_log//JOB/*}'"
-            # shellcheck disable=SC2086
-            run_or_show_log "${decode_log//JOB/*}" \
-                ${infer_cmd} JOB=1:"${decode_nj}" "${decode_log}" \
-                ${python} -m comflp_espnet.bin.comflp_decode \
-                    --models_scp "${decode_models_scp}" \
-                    --data_path_and_name_and_type "${decode_scp},speech,${decode_type}" \
-                    --key_file "${decode_keys}" \
-                    --output_dir "${decode_output}" \
-                    --ngpu "${infer_ngpu}" \
-                    --batch_size "${batch_size}" \
-                    --skip_bad_utts "${comflp_skip_bad_utts}" \
-                    "${_opts[@]+"${_opts[@]}"}" ${inference_args}
+            decode_array "${infer_cmd}" "${job_python}" "${infer_ngpu}" "${batch_size}" \
+                "${comflp_skip_bad_utts}" "${inference_config}" "${inference_args}"
         fi
         stage_tool end --stage 17 --start "${_array_start}" --stage_start "${_start}" || exit 2
     fi

@@ -98,6 +98,28 @@ run_or_show_log() {
     fi
 }
 
+# decode_array CMD PYTHON NGPU BATCH_SIZE SKIP_BAD_UTTS INFERENCE_CONFIG INFERENCE_ARGS: the
+# "${CMD} JOB=1:N" array of comflp_espnet.bin.comflp_decode that decodes the models of a decode
+# directory laid out by comflp_espnet.bin.comflp_stage (its decode_* variables: decode_count,
+# decode_nj, decode_log, decode_models_scp, decode_scp, decode_type, decode_keys, decode_output).
+decode_array() {
+    local cmd=$1 python=$2 ngpu=$3 batch_size=$4 skip_bad_utts=$5 config=$6 args=$7 opts=()
+    [ -n "${config}" ] && opts+=(--config "${config}")
+    log "Decoding ${decode_count} model(s) on $(dirname "${decode_scp}") in ${decode_nj} job(s)... log: '${decode_log//JOB/*}'"
+    # shellcheck disable=SC2086
+    run_or_show_log "${decode_log//JOB/*}" \
+        ${cmd} JOB=1:"${decode_nj}" "${decode_log}" \
+        ${python} -m comflp_espnet.bin.comflp_decode \
+            --models_scp "${decode_models_scp}" \
+            --data_path_and_name_and_type "${decode_scp},speech,${decode_type}" \
+            --key_file "${decode_keys}" \
+            --output_dir "${decode_output}" \
+            --ngpu "${ngpu}" \
+            --batch_size "${batch_size}" \
+            --skip_bad_utts "${skip_bad_utts}" \
+            "${opts[@]+"${opts[@]}"}" ${args}
+}
+
 # run_stage N: true when stage N is inside [stage, stop_stage] and not in skip_stages.
 run_stage() {
     [ "${stage}" -le "$1" ] && [ "${stop_stage}" -ge "$1" ] && [[ " ${skip_stages} " != *" $1 "* ]]

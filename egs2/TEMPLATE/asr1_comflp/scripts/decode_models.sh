@@ -52,20 +52,7 @@ if [ "${decode_state}" = current ]; then
     exit 0
 fi
 if [ "${decode_count}" -gt 0 ]; then
-    _opts=()
-    [ -n "${inference_config}" ] && _opts+=(--config "${inference_config}")
-    log "Decoding ${decode_count} model(s) on ${data_dir} in ${decode_nj} job(s)... log: '${decode_log//JOB/*}'"
-    # shellcheck disable=SC2086
-    run_or_show_log "${decode_log//JOB/*}" \
-        ${cmd} JOB=1:"${decode_nj}" "${decode_log}" \
-        ${python} -m comflp_espnet.bin.comflp_decode \
-            --models_scp "${decode_models_scp}" \
-            --data_path_and_name_and_type "${decode_scp},speech,${decode_type}" \
-            --key_file "${decode_keys}" \
-            --output_dir "${decode_output}" \
-            --ngpu "${ngpu}" \
-            --batch_size "${batch_size}" \
-            --skip_bad_utts "${skip_bad_utts}" \
-            "${_opts[@]+"${_opts[@]}"}" ${inference_args}
+    decode_array "${cmd}" "${python}" "${ngpu}" "${batch_size}" "${skip_bad_utts}" \
+        "${inference_config}" "${inference_args}"
 fi
 ${python} -m comflp_espnet.bin.comflp_stage decode_end "${job_opts[@]}" --jobs "${decode_nj:-0}" || exit 2

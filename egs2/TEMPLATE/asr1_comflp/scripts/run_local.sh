@@ -22,13 +22,11 @@
 set -u
 
 me=${0##*/}
+. "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/job_range.sh" || exit 1
 usage="usage: ${me} [--gpu N] [--max-jobs-run N] [JOB=1:N] LOGFILE COMMAND [ARGS...]"
 
 gpu=0
 max_jobs_run=
-jobvar=
-jobstart=1
-jobend=1
 
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -43,19 +41,8 @@ while [ $# -gt 0 ]; do
             [ $# -ge 2 ] || { echo "${me}: $1 needs a value" >&2; exit 1; }
             shift 2 ;;
         *=*)
-            if [[ "$1" =~ ^([A-Za-z_][A-Za-z0-9_]*)=([0-9]+):([0-9]+)$ ]]; then
-                jobvar=${BASH_REMATCH[1]}; jobstart=${BASH_REMATCH[2]}; jobend=${BASH_REMATCH[3]}
-            elif [[ "$1" =~ ^([A-Za-z_][A-Za-z0-9_]*)=([0-9]+)$ ]]; then
-                jobvar=${BASH_REMATCH[1]}; jobstart=${BASH_REMATCH[2]}; jobend=${BASH_REMATCH[2]}
-            else
-                break
-            fi
-            shift
-            if [ "${jobstart}" -le 0 ] || [ "${jobstart}" -gt "${jobend}" ]; then
-                echo "${me}: invalid job range ${jobvar}=${jobstart}:${jobend} (must be 1 <= start <= end)" >&2
-                exit 1
-            fi
-            ;;
+            parse_job_range "$1" || break
+            shift ;;
         *) break ;;
     esac
 done
@@ -67,10 +54,7 @@ fi
 logfile=$1
 shift
 
-if [ -n "${jobvar}" ] && [ "${jobend}" -gt "${jobstart}" ] && [[ "${logfile}" != *"${jobvar}"* ]]; then
-    echo "${me}: ${jobvar}=${jobstart}:${jobend} runs several jobs, but the log file '${logfile}' does not contain ${jobvar}" >&2
-    exit 1
-fi
+check_job_log "${logfile}"
 
 if ! [[ "${gpu}" =~ ^[0-9]+$ ]]; then
     echo "${me}: --gpu expects a number, got '${gpu}'" >&2

@@ -25,15 +25,13 @@
 set -u
 
 me=${0##*/}
+. "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/job_range.sh" || exit 1
 usage="usage: ${me} [--config FILE] [--gpu N] [--mem M] [--num_threads N] [--max-jobs-run N] [JOB=1:N] LOGFILE COMMAND [ARGS...]"
 here=$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")" && pwd)
 runner="${here}/run_local.sh"
 
 config=
 max_jobs_run=
-jobvar=
-jobstart=1
-jobend=1
 declare -A cli_value=()
 cli_order=()
 extra_opts=()
@@ -59,19 +57,8 @@ while [ $# -gt 0 ]; do
             extra_opts+=("$1" "$2")
             shift 2 ;;
         *=*)
-            if [[ "$1" =~ ^([A-Za-z_][A-Za-z0-9_]*)=([0-9]+):([0-9]+)$ ]]; then
-                jobvar=${BASH_REMATCH[1]}; jobstart=${BASH_REMATCH[2]}; jobend=${BASH_REMATCH[3]}
-            elif [[ "$1" =~ ^([A-Za-z_][A-Za-z0-9_]*)=([0-9]+)$ ]]; then
-                jobvar=${BASH_REMATCH[1]}; jobstart=${BASH_REMATCH[2]}; jobend=${BASH_REMATCH[2]}
-            else
-                break
-            fi
-            shift
-            if [ "${jobstart}" -le 0 ] || [ "${jobstart}" -gt "${jobend}" ]; then
-                echo "${me}: invalid job range ${jobvar}=${jobstart}:${jobend} (must be 1 <= start <= end)" >&2
-                exit 1
-            fi
-            ;;
+            parse_job_range "$1" || break
+            shift ;;
         *) break ;;
     esac
 done
@@ -84,10 +71,7 @@ logfile=$1
 shift
 cmd=("$@")
 
-if [ -n "${jobvar}" ] && [ "${jobend}" -gt "${jobstart}" ] && [[ "${logfile}" != *"${jobvar}"* ]]; then
-    echo "${me}: ${jobvar}=${jobstart}:${jobend} runs several jobs, but the log file '${logfile}' does not contain ${jobvar}" >&2
-    exit 1
-fi
+check_job_log "${logfile}"
 if [ -n "${max_jobs_run}" ] && { ! [[ "${max_jobs_run}" =~ ^[0-9]+$ ]] || [ "${max_jobs_run}" -le 0 ]; }; then
     echo "${me}: --max-jobs-run expects a positive number, got '${max_jobs_run}'" >&2
     exit 1
