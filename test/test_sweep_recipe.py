@@ -62,6 +62,9 @@ def test_the_sweep_replaces_run_sh_depth_and_searches_each_k(sweep_run):
     for k, tag in TAGS.items():
         assert read_json(comflp(sweep_run["dir"]) / tag / "proposals.json")["num_prune"] == k
     assert not (comflp(sweep_run["dir"]) / "dc_dp_prune2").exists()
+    # The end of the run names the sweep's table beside each search's summary.
+    sweep_md = f"{ASR_EXP}/comflp/sweep/sweep.md"
+    assert f"Depth sweep: {sweep_md} (plot: {ASR_EXP}/comflp/sweep/sweep.png)" in log
 
 
 def test_sweep_table_holds_each_winner_with_its_figures(sweep_run):

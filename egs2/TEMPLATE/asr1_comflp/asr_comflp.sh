@@ -220,7 +220,7 @@ Options:
                              # once, naming it (default="${comflp_lock_wait}").
     --comflp_python_opts     # Python options of the jobs that load the model (state dumping, proxy,
                              # decoding): -O skips the run-time type checks (typeguard) and asserts in
-                             # ESPnet's code, a quarter of each job's import time; "" keeps them
+                             # ESPnet's code, about a fifth of each job's import time; "" keeps them
                              # (default="${comflp_python_opts}").
 EOF
 )
@@ -881,6 +881,9 @@ fi
 # Where to look, and one line per search: layers removed, parameters, test CER/WER of the original,
 # pruned and fine-tuned models, search time (parts not made yet are left out).
 if runs_any 16 17 18 19 20 21; then
+    if [ -f "${comflp_dir}/sweep/sweep.md" ] && [ "$(echo "${comflp_tags}" | wc -w)" -gt 1 ]; then
+        echo "Depth sweep: ${comflp_dir}/sweep/sweep.md (plot: ${comflp_dir}/sweep/sweep.png)"
+    fi
     for _tag in ${comflp_tags}; do
         if [ -d "${comflp_dir}/${_tag}" ]; then
             ${python} -m comflp_espnet.bin.comflp_summary --search_dir "${comflp_dir}/${_tag}" || true
