@@ -144,8 +144,11 @@ def test_run_sh_passes_only_known_options(tmp_path):
         assert (RECIPE / options[option]).is_file(), f"--{option} {options[option]} missing"
     # The sets exist once data.sh ran: train, dev and test.
     assert {options["train_set"], options["valid_set"], *options["test_sets"].split()} <= {"train", "dev", "test"}
-    # The CI-sized search: half the 12 layers, proxy defaults left to asr_comflp.sh.
-    assert options["comflp_num_prune"] == "6"
+    # The demo's sweep: several depths of the 12 layers, the deepest within a tolerance chosen (so that
+    # stages 19-20 run for one depth); proxy defaults left to asr_comflp.sh.
+    depths = [int(k) for k in options["comflp_num_prune"].split()]
+    assert len(depths) > 1 and all(0 < k < 12 for k in depths) and 6 in depths
+    assert float(options["comflp_max_degradation"]) > 0
     assert not any(name.startswith(("comflp_fine_proxy", "comflp_fine_finalists")) for name in options)
     data_opts = shlex.split(options["local_data_opts"])
     assert data_opts[0] == "--config" and (RECIPE / data_opts[1]).is_file()
