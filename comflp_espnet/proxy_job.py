@@ -48,7 +48,7 @@ import yaml
 from comflp_espnet import records
 from comflp_espnet.atomic import atomic_output_dir
 from comflp_espnet.cli import InputError
-from comflp_espnet.datadir import DataDirError, read_kaldi_map, read_keys
+from comflp_espnet.datadir import DataDirError, read_kaldi_map
 
 PROXIES = ("ctc_greedy", "loss")
 INFO_FILE = "proxy_info.yaml"
@@ -132,9 +132,9 @@ def check_data(triples: Sequence[Tuple[str, str, str]], proxy: str, key_file: Op
         if not maps[name]:
             raise InputError(f"--data_path_and_name_and_type: {path} is empty")
     if key_file is not None:
-        if not Path(key_file).is_file():
-            raise InputError(f"--key_file {key_file}: no such file")
-        keys = read_keys(key_file)
+        from comflp_espnet.decoding import share_keys
+
+        keys = share_keys(key_file, triples)
         if not keys:
             raise InputError(f"--key_file {key_file} is empty")
     else:
