@@ -23,6 +23,13 @@ Example (the full benchmark; from the plugin root, the an4_synth model trained):
 
     python bench/bench_sweep.py --recipe_dir egs2/an4_synth/asr1_comflp --overwrite true
 
+A sweep that decodes only the depths around a tolerance's limit, against the single search that
+decodes its 10 candidates in full:
+
+    python bench/bench_sweep.py --recipe_dir egs2/an4_synth/asr1_comflp --overwrite true --runs single sweep \\
+        --single_args "--comflp_fine_proxy none --comflp_topk 10" \\
+        --sweep_args "--comflp_sweep_decode bracket --comflp_max_degradation 2"
+
 A small check of the script (a few minutes):
 
     python bench/bench_sweep.py --sweep_range 1:3 --single_k 2 --fine_nutt 20 \\
@@ -209,6 +216,9 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--sweep_range", default=None, help="A:B, depths of the sweep (default 1:L-1); glp goes to B")
     p.add_argument("--fine_nutt", type=int, default=None, help="--comflp_fine_nutt of all three (default: run.sh's)")
     p.add_argument("--run_args", default="", help="extra run.sh options for every call (quoted)")
+    for name in RUNS:
+        p.add_argument(f"--{name}_args", default="",
+                       help=f"extra run.sh options for the {name} call alone (quoted), after --run_args")
     p.add_argument("--runs", nargs="*", default=list(RUNS), choices=RUNS,
                    help="which of the three to run (the others' results and times are read from the output "
                         "directory, as an earlier run of this benchmark left them; none: the report alone)")
@@ -257,7 +267,7 @@ def main(cmd=None):
     for name in RUNS:
         if name not in args.runs:
             continue
-        call = ["--asr_exp", args.asr_exp] + calls[name] + common
+        call = ["--asr_exp", args.asr_exp] + calls[name] + common + shlex.split(getattr(args, f"{name}_args"))
         rc, seconds = run_recipe(recipe_dir, call, out / "logs" / f"{name}.log")
         runs[name] = {"rc": rc, "seconds": round(seconds, 1), "args": " ".join(shlex.quote(a) for a in call)}
         logging.info(f"{name}: {seconds:.1f} s (exit {rc})")

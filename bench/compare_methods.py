@@ -742,7 +742,7 @@ def summary_lines(data: Dict[str, Any]) -> List[str]:
             ratios = [r.get("ratio_to_glp") for r in comflp if r.get("ratio_to_glp") is not None]
             if ratios:
                 out.append(f"- k={k}: CoMFLP search time / glp's: {min(ratios):.2f} to {max(ratios):.2f} "
-                           f"({len(ratios)} CoMFLP settings; target <= 0.20).")
+                           f"({len(ratios)} CoMFLP settings).")
             for which in ("fine_cer", f"cer_{dset}"):
                 gv = glp.get(which)
                 cv = [(r.get(which), r["method"]) for r in comflp if r.get(which) is not None]

@@ -109,10 +109,19 @@ def candidates_of(view: Run) -> Dict[str, Dict[str, Any]]:
     return rundir.read_proposals(view.t.proposals).named()
 
 
+def is_bracket(run: Run) -> bool:
+    """``--comflp_sweep_decode bracket`` on a run of several depths: only the depths around the
+    tolerance's limit are decoded (one depth is decoded as usual)."""
+    return run.o.sweep_decode == "bracket" and len(run.tags) > 1
+
+
 def uses_proxy(view: Run, num_candidates: Optional[int] = None) -> bool:
-    """A search is proxy-scored when it has more candidates than finalists."""
+    """A search is proxy-scored when it has more candidates than finalists (or in a bracketing
+    sweep)."""
     if view.fine_proxy == "none":
         return False
+    if is_bracket(view):
+        return True  # the depths to decode are chosen by every depth's proxy-best
     if num_candidates is None:
         num_candidates = len(candidates_of(view))
     return num_candidates > view.o.fine_finalists
@@ -270,9 +279,35 @@ def merge_proxy(run: Run, proxy: str, start: Optional[float]) -> Dict[str, recor
     return made
 
 
+# Set-level proxy values already scored, per proxy directory (its values.json, read once per
+# process): a bracketing sweep ranks every candidate of every depth in each of its steps, and
+# scoring their texts again each time would cost more than the steps' own work.
+_VALUES: Dict[str, Dict[str, Any]] = {}
+_VALUES_CHANGED: set = set()
+
+
+def _stored_values(path: Path) -> Dict[str, Any]:
+    if str(path) not in _VALUES:
+        try:
+            _VALUES[str(path)] = rundir.read_json(path, "proxy values") if path.is_file() else {}
+        except rundir.DocumentError:
+            _VALUES[str(path)] = {}  # rebuilt from the entries
+    return _VALUES[str(path)]
+
+
+def save_proxy_values(run: Run, proxy: str) -> None:
+    """Write the values scored since the last save to the proxy directory's values.json."""
+    path = proxy_dir(run, proxy).root / "values.json"
+    if str(path) in _VALUES_CHANGED and path.parent.is_dir():
+        rundir.write_json(path, _VALUES[str(path)])
+        _VALUES_CHANGED.discard(str(path))
+
+
 def proxy_value(run: Run, proxy: str, pruned: Sequence[int], reference: Dict[str, str]) -> Dict[str, Any]:
     """A pruned set's set-level proxy value (lower is better): ctc_greedy, the error rate of the
-    primary metric (CER for char tokens, else WER) with both rates; loss, per reference token."""
+    primary metric (CER for char tokens, else WER) with both rates; loss, per reference token.
+    A ctc_greedy value is kept in values.json under the digest of its entry's record and of
+    the reference, and used while both are the same."""
     entry = proxy_dir(run, proxy).entry(rundir.eval_key(pruned))
     if proxy == "loss":
         from comflp_espnet.proxy_job import aggregate_loss
@@ -281,12 +316,24 @@ def proxy_value(run: Run, proxy: str, pruned: Sequence[int], reference: Dict[str
         return {"value": agg["per_token"], "num_tokens": agg["num_tokens"], "num_utts": agg["num_utts"]}
     from comflp_espnet import scoring
 
+    record = records.read_record(entry)
+    signature = records.value_digest({"entry": record.digest if record else None,
+                                      "reference": records.file_digest(run.dir.fine / "text"),
+                                      "unit": primary_unit(run), "nlsyms": run.o.nlsyms_txt})
+    values_file = proxy_dir(run, proxy).root / "values.json"
+    stored = _stored_values(values_file)
+    known = stored.get(entry.name)
+    if isinstance(known, dict) and known.get("signature") == signature and isinstance(known.get("value"), dict):
+        return dict(known["value"])
     hyps = scoring.read_kaldi_text(entry / "text")
     nlsyms = scoring.read_symbol_list(run.o.nlsyms_txt) if run.o.nlsyms_txt not in ("", "none") else []
     totals = {unit: scoring.total(scoring.score_texts(reference, hyps, unit, nlsyms)) for unit in scoring.UNITS}
     primary = primary_unit(run)
-    return {"value": totals[primary].error_rate, "num_err": totals[primary].num_err,
-            "num_ref": totals[primary].num_ref, "cer": totals["char"].error_rate, "wer": totals["word"].error_rate}
+    value = {"value": totals[primary].error_rate, "num_err": totals[primary].num_err,
+             "num_ref": totals[primary].num_ref, "cer": totals["char"].error_rate, "wer": totals["word"].error_rate}
+    stored[entry.name] = {"signature": signature, "value": value}
+    _VALUES_CHANGED.add(str(values_file))
+    return dict(value)
 
 
 def primary_unit(run: Run) -> str:
@@ -306,9 +353,10 @@ def read_reference(run: Run) -> Dict[str, str]:
 
 
 # ---------------------------------------------------------------------------- stage 17
-def views_to_do(run: Run) -> List[Run]:
-    """The searches whose fine search is not current (their proposals must be)."""
-    views = [v for v in run.tag_runs() if not v.status("fine_search").current]
+def views_to_do(run: Run, planned: Optional[Sequence[str]] = None) -> List[Run]:
+    """The searches whose fine search is not current (their proposals must be), among the
+    ``planned`` ones when given."""
+    views = [v for v in run.tag_runs() if (planned is None or v.tag in planned) and not v.status("fine_search").current]
     for view in views:
         view.require("proposals", 17)
     return views
@@ -326,6 +374,8 @@ def begin_17(run: Run) -> Dict[str, Any]:
         if uses_proxy(view):
             for prop in candidates_of(view).values():
                 pruned_sets[rundir.eval_key(prop["pruned"])] = prop["pruned"]
+    if is_bracket(run) and pruned_sets and proxy == "ctc_greedy":
+        pruned_sets[rundir.eval_key([])] = []  # the original's proxy value: the scale of the first guess
     values = {"fine_dir": run.dir.fine, "fine_searches": " ".join(v.tag for v in views)}
     if proxy == "none" or not pruned_sets:
         return dict(values, proxy_count=0)
@@ -350,16 +400,49 @@ def choose_finalists(items: List[Dict[str, Any]], num_finalists: int) -> List[st
     return [i["name"] for i in sorted(scored, key=key)[:num_finalists]]
 
 
-def finalists_17(run: Run, start: Optional[float]) -> Dict[str, Any]:
+def scored_items(view: Run, proxy: str, reference: Optional[Dict[str, str]],
+                 params: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """A search's candidates (coarse rank order) with their proxy values and proxy ranks when
+    it uses the proxy; raises _NotCurrent when a proxy score is not current."""
+    with_proxy = uses_proxy(view)
+    items = []
+    for name, prop in candidates_of(view).items():
+        item = {"name": name, "rank": prop["rank"], "pruned": sorted(prop["pruned"]),
+                "key": rundir.eval_key(prop["pruned"]), "params": params_after(params, prop["pruned"]),
+                "proxy": None, "proxy_rank": None, "proxy_seconds": None}
+        if with_proxy:
+            status = proxy_entry_status(view, proxy, prop["pruned"])
+            if not status.current:
+                raise _NotCurrent(status, name)
+            item["proxy"] = proxy_value(view, proxy, prop["pruned"], reference)
+            item["proxy_seconds"] = status.record.seconds
+        items.append(item)
+    if with_proxy:
+        save_proxy_values(view, proxy)
+        order = sorted(items, key=lambda i: (i["proxy"].get("num_err", i["proxy"]["value"]), i["rank"]))
+        for position, item in enumerate(order, 1):
+            item["proxy_rank"] = position
+    return items
+
+
+def finalists_17(run: Run, start: Optional[float], with_proxy_array: bool = True) -> Dict[str, Any]:
     """After the proxy array: proxy values, the finalists of every search materialized, and
-    the decode array's inputs (finalists and the unpruned model not decoded yet)."""
+    the decode array's inputs (finalists and the unpruned model not decoded yet).  In a
+    bracketing sweep, only the depths planned so far (``bracket_plan``); ``next_17`` calls it
+    again after each decode array until the plan is done."""
     from comflp_espnet.candidates import ensure_candidate
 
     t0 = time.perf_counter()
     proxy = run.fine_proxy
-    made = merge_proxy(run, proxy, start) if proxy != "none" else {}
+    made = merge_proxy(run, proxy, start) if proxy != "none" and with_proxy_array else {}
     run.forget()
-    views = views_to_do(run)
+    planned = None
+    if is_bracket(run):
+        plan = bracket_plan(run)
+        planned = plan["tags"]
+        logging.info(f"bracket: decode {', '.join(planned)}"
+                     + (" (the limit is bracketed)" if plan["done"] else ""))
+    views = views_to_do(run, planned)
     reference = read_reference(run) if proxy == "ctc_greedy" else None
     params = parameters(run)
     original = run.original()
@@ -372,25 +455,13 @@ def finalists_17(run: Run, start: Optional[float]) -> Dict[str, Any]:
         t = view.t
         named = candidates_of(view)
         with_proxy = uses_proxy(view, len(named))
-        items = []
         scoring_start = time.perf_counter()
-        for name, prop in named.items():
-            item = {"name": name, "rank": prop["rank"], "pruned": sorted(prop["pruned"]),
-                    "key": rundir.eval_key(prop["pruned"]), "params": params_after(params, prop["pruned"]),
-                    "proxy": None, "proxy_rank": None, "proxy_seconds": None}
-            if with_proxy:
-                status = proxy_entry_status(view, proxy, prop["pruned"])
-                if not status.current:
-                    raise StageError(f"the proxy score of {name}: {status.describe()}; run stage 17 again")
-                item["proxy"] = proxy_value(view, proxy, prop["pruned"], reference)
-                item["proxy_seconds"] = status.record.seconds
-            items.append(item)
+        try:
+            items = scored_items(view, proxy, reference, params)
+        except _NotCurrent as e:
+            raise StageError(f"the proxy score of {e.name}: {e.status.describe()}; run stage 17 again")
         scoring_seconds = time.perf_counter() - scoring_start
         proxy_scoring += scoring_seconds
-        if with_proxy:
-            order = sorted(items, key=lambda i: (i["proxy"].get("num_err", i["proxy"]["value"]), i["rank"]))
-            for position, item in enumerate(order, 1):
-                item["proxy_rank"] = position
         finalists = choose_finalists(items, view.o.fine_finalists)
         for name in finalists:
             prop = named[name]
@@ -420,10 +491,122 @@ def finalists_17(run: Run, start: Optional[float]) -> Dict[str, Any]:
                          + ", ".join(f"{n} ({fmt_value(next(i for i in items if i['name'] == n)['proxy'])})"
                                      for n in finalists))
     values = prepare_decode(run, models)
-    # What this step did besides the arrays (shared among the searches in end_17).
-    write_step_seconds(run, {"proxy_scoring": proxy_scoring, "materialize": materialized,
-                             "finalists_step": time.perf_counter() - t0, "proxy_made": len(made)})
+    # What this step did besides the arrays (shared among the searches in end_17); the steps of
+    # a bracketing sweep add up.
+    step = {"proxy_scoring": proxy_scoring, "materialize": materialized,
+            "finalists_step": time.perf_counter() - t0, "proxy_made": len(made)}
+    if not with_proxy_array:
+        earlier = read_step_seconds(run)
+        step = {k: v + (earlier.get(k) or 0) for k, v in step.items()}
+    write_step_seconds(run, step)
     return values
+
+
+def next_17(run: Run, start: Optional[float]) -> Dict[str, Any]:
+    """A bracketing sweep after a decode array: its decodes into the cache, then the next
+    depths' finalists and decode array (``decode_count`` 0 when the plan is done)."""
+    merge_decodes(run, start)
+    run.forget()
+    return finalists_17(run, None, with_proxy_array=False)
+
+
+# ---------------------------------------------------------------------------- bracketing sweep
+def _as_entry(value: Dict[str, Any]) -> Dict[str, Any]:
+    return {"error": value["value"], "num_err": value.get("num_err"), "num_ref": value.get("num_ref")}
+
+
+def decoded_error(view: Run, key: str, config: Path, model: Path, reference: Dict[str, str]) -> Optional[Dict[str, Any]]:
+    """The primary metric of a current decode of the fine-search set (None when there is none)."""
+    from comflp_espnet import scoring
+
+    hyp = decode_dir(view).hyp(key)
+    if not records.check(hyp, decode_entry_made_from(view, config, model)).current:
+        return None
+    nlsyms = scoring.read_symbol_list(view.o.nlsyms_txt) if view.o.nlsyms_txt not in ("", "none") else []
+    total = scoring.total(scoring.score_texts(reference, scoring.read_kaldi_text(Path(hyp) / "text"),
+                                              primary_unit(view), nlsyms))
+    return {"error": total.error_rate, "num_err": total.num_err, "num_ref": total.num_ref}
+
+
+def depth_result(view: Run, items: List[Dict[str, Any]], reference: Dict[str, str]) -> Optional[Dict[str, Any]]:
+    """The best finalist's decoded error of one depth, or None while a finalist is not
+    materialized and decoded."""
+    from comflp_espnet.candidates import candidate_made_from
+
+    original = view.original()
+    best = None
+    for name in choose_finalists(items, view.o.fine_finalists):
+        item = next(i for i in items if i["name"] == name)
+        cand = view.t.candidate(name)
+        if not records.check(cand, candidate_made_from(original, item["pruned"])).current:
+            return None
+        result = decoded_error(view, item["key"], cand / "config.yaml", cand / view.o.inference_asr_model, reference)
+        if result is None:
+            return None
+        if best is None or result["num_err"] < best["num_err"]:
+            best = result
+    return best
+
+
+def bracket_plan(run: Run) -> Dict[str, Any]:
+    """The depths a bracketing sweep decodes (``comflp_espnet.bracket``), replayed from the
+    cache: ``tags`` (depth order), ``done`` (every one decoded and the limit bracketed) and
+    ``within`` ({depth: within the tolerance} of the decoded).  Raises _NotCurrent while a
+    proxy score or a proposal is missing."""
+    from comflp_espnet import bracket, sweep
+    from comflp_espnet.sweep_stage import max_degradation
+
+    tolerance = max_degradation(run)
+    proxy = run.fine_proxy
+    status = run.status("fine")
+    if not status.current:
+        raise _NotCurrent(status, "the fine-search subset")
+    reference = read_reference(run)
+    views = {}
+    items_of = {}
+    for view in (run.for_tag(tag) for tag in run.tags):
+        status = view.status("proposals")
+        if not status.current:
+            raise _NotCurrent(status, "proposals")
+        views[view.num_prune] = view
+        items_of[view.num_prune] = scored_items(view, proxy, reference if proxy == "ctc_greedy" else None, {})
+    depths = sorted(views)
+    guess: Dict[int, Optional[bool]] = {k: None for k in depths}
+    if proxy == "ctc_greedy":
+        status = proxy_entry_status(run, proxy, [])
+        if not status.current:
+            raise _NotCurrent(status, "the original's proxy score")
+        original_proxy = _as_entry(proxy_value(run, proxy, [], reference))
+        save_proxy_values(run, proxy)
+        for k in depths:
+            best = min(items_of[k], key=lambda i: (i["proxy"]["num_err"], i["rank"]))
+            guess[k] = sweep.within(_as_entry(best["proxy"]), original_proxy, tolerance)
+    planned = bracket.start_depths(depths, guess)
+    original = decoded_error(run, ORIGINAL_NAME, run.asr_train_config, run.asr_model_file, reference)
+    within: Dict[int, bool] = {}
+    while True:
+        for k in planned:
+            if k not in within:
+                result = depth_result(views[k], items_of[k], reference) if original is not None else None
+                if result is None:
+                    return {"tags": [views[d].tag for d in sorted(planned)], "done": False, "within": within}
+                within[k] = sweep.within(result, original, tolerance)
+        following = bracket.next_depth(depths, within)
+        if following is None:
+            return {"tags": [views[d].tag for d in sorted(planned)], "done": True, "within": within}
+        planned.append(following)
+
+
+def fine_tags(run: Run) -> Optional[List[str]]:
+    """The searches that stages 17-18 decode and score: every search of the run, or in a
+    bracketing sweep those of its finished plan (None while it is not finished)."""
+    if not is_bracket(run):
+        return list(run.tags)
+    try:
+        plan = bracket_plan(run)
+    except (_NotCurrent, StageError):
+        return None
+    return plan["tags"] if plan["done"] else None
 
 
 def fmt_value(proxy: Dict[str, Any]) -> str:
@@ -514,7 +697,14 @@ def end_17(run: Run, start: Optional[float], stage_start: Optional[float] = None
     merge_decodes(run, start)
     run.forget()
     step = read_step_seconds(run)
-    views = views_to_do(run)
+    planned = None
+    if is_bracket(run):
+        plan = bracket_plan(run)
+        if not plan["done"]:
+            raise StageError(f"the bracketing sweep still has depths to decode ({', '.join(plan['tags'])}): "
+                             "run stage 17 again")
+        planned = plan["tags"]
+    views = views_to_do(run, planned)
     # What the arrays made in this run is in the entries' seconds, the candidates' writing in
     # their records; the rest of the stage's wall time (its light steps) is shared among the
     # searches it served.

@@ -90,8 +90,9 @@ class ErrorCounts:
         return 100.0 * self.num_err / max(self.num_ref, 1)
 
     def __add__(self, other: "ErrorCounts") -> "ErrorCounts":
+        # Field by field: dataclasses.astuple deep-copies, and totals add thousands of counts.
         return ErrorCounts(
-            *(a + b for a, b in zip(dataclasses.astuple(self), dataclasses.astuple(other)))
+            *(getattr(self, f.name) + getattr(other, f.name) for f in dataclasses.fields(ErrorCounts))
         )
 
     def percentages(self) -> Dict[str, float]:

@@ -81,6 +81,7 @@ STAGE_OF = {"calib": 14, "states": 14, "corr": 15, "fine": 17, "proposals": 16, 
             "scores": 18, "finetune": 19}
 FINE_PROXIES = ("ctc_greedy", "loss", "none")
 GLP_METRICS = ("decode", "ctc_greedy", "loss")
+SWEEP_DECODES = ("all", "bracket")
 
 
 def output_kind(name: str) -> str:
@@ -128,6 +129,7 @@ class Options:
     sweep: bool = False           # every depth 1..L-1 (comflp_espnet.sweep)
     sweep_range: str = ""         # the depths A..B of a sweep ("A:B")
     max_degradation: str = ""     # choose the smallest winner within this many points (empty: no choice)
+    sweep_decode: str = "all"     # all: decode every depth's finalists; bracket: only around the limit
     topk: int = 10
     beam_size: int = 10
     aggregate: str = "mean"
@@ -602,6 +604,22 @@ def check(run: Run) -> Dict[str, Any]:
         raise StageError(f"unknown --comflp_glp_metric '{o.glp_metric}'; choose one of: {', '.join(GLP_METRICS)}")
     if o.fine_finalists < 1:
         raise StageError("--comflp_fine_finalists must be at least 1")
+    if o.sweep_decode not in SWEEP_DECODES:
+        raise StageError(f"unknown --comflp_sweep_decode '{o.sweep_decode}'; choose one of: {', '.join(SWEEP_DECODES)}")
+    if o.sweep_decode == "bracket":
+        why = None
+        if len(run.tags) < 2:
+            logging.info("--comflp_sweep_decode bracket: this run searches one depth, which is decoded as usual")
+        elif not o.max_degradation:
+            why = "no --comflp_max_degradation is given, so there is no limit to bracket"
+        elif o.fine_proxy == "none":
+            why = "--comflp_fine_proxy none scores no depth by the proxy"
+        elif o.search in ("glp", "none"):
+            why = f"--comflp_search {o.search} has no candidates for the proxy to rank"
+        if why:
+            raise StageError(f"--comflp_sweep_decode bracket decodes only the depths around the deepest one within "
+                             f"--comflp_max_degradation, chosen by the proxy, but {why}: use a sweep (or a list "
+                             "of depths) with --comflp_max_degradation X, or --comflp_sweep_decode all")
     if o.proxy_batch_size < 1:
         raise StageError("--comflp_proxy_batch_size must be at least 1")
     if not run.has_ctc:
@@ -641,9 +659,14 @@ def check_run_dir(run: Run) -> None:
         from comflp_espnet.sweep_stage import final_tags
 
         for tag_run in run.tag_runs():
-            tag_run.require("scores", min(stages))
+            if tag_run.tag in (fine_tags(run) or run.tags):
+                tag_run.require("scores", min(stages))
         final = final_tags(run, min(stages))
+    # A bracketing sweep decodes and scores only some depths (known once stage 17 is done).
+    fine = fine_tags(run) if stages and min(stages) == 18 else None
     for tag_run in run.tag_runs():
+        if fine is not None and tag_run.tag not in fine:
+            continue
         check_first_inputs(tag_run, stages if final is None or tag_run.tag in final else set())
 
 
@@ -744,6 +767,12 @@ def acquire_lock(run_dir: RunDir, fd: int, pid: int, command: str, wait_seconds:
 
 
 # ============================================================================ stage status
+def fine_tags(run: Run) -> Optional[List[str]]:
+    from comflp_espnet.fine_search import fine_tags as tags
+
+    return tags(run)
+
+
 def stage_outputs(run: Run, stage: int) -> List[str]:
     return {14: ["states"], 15: [f"corr:{m}" for m in run.measures], 16: ["proposals"], 17: ["fine_search"],
             18: ["scores"], 19: ["finetune"]}[stage]
@@ -757,6 +786,11 @@ def stage_status(run: Run, stage: int) -> Dict[str, Any]:
         return {"stage_state": "current" if status.current else "run",
                 "stage_note": "" if status.current else status.describe(), "packed_model": status.output}
     views = run.tag_runs() if stage >= 16 else [run]
+    if stage in (17, 18):
+        tags = fine_tags(run)
+        if tags is None:
+            return {"stage_state": "run", "stage_note": "the bracketing sweep has depths left to decode"}
+        views = [run.for_tag(tag) for tag in tags]
     for view in views:
         for name in stage_outputs(view, stage):
             status = view.status(name)
@@ -1080,6 +1114,12 @@ def finalists_17(run: Run, start: Optional[float]) -> Dict[str, Any]:
     return fine_search.finalists_17(run, start)
 
 
+def next_17(run: Run, start: Optional[float]) -> Dict[str, Any]:
+    from comflp_espnet import fine_search
+
+    return fine_search.next_17(run, start)
+
+
 def end_17(run: Run, start: Optional[float], stage_start: Optional[float] = None) -> None:
     from comflp_espnet import fine_search
 
@@ -1092,7 +1132,11 @@ def run_18(run: Run, start: Optional[float]) -> None:
     ranking of all its candidates and the winner."""
     from comflp_espnet.ranking import score_fine_search
 
-    for view in run.tag_runs():
+    tags = fine_tags(run)
+    if tags is None:
+        raise StageError("stage 18 scores the depths the bracketing sweep of stage 17 decoded, and it has not "
+                         "finished: run stage 17 first (--stage 17)")
+    for view in (run.for_tag(tag) for tag in tags):
         t = view.t
         if view.status("scores").current:
             refresh_winner_link(view)
@@ -1136,7 +1180,7 @@ def write_search_cost(run: Run) -> Dict[str, Any]:
     from comflp_espnet.search_cost import gather, markdown
 
     record = {}
-    for view in run.tag_runs():
+    for view in (run.for_tag(tag) for tag in fine_tags(run) or []):
         record = gather(view.dir, view.t, view.measures, view.o.search)
         changed = rundir.write_search_cost(view.t, record, markdown(record))
         if record["not_recorded"]:

@@ -188,7 +188,8 @@ def choose_depth(depths: Sequence[Dict[str, Any]], original: Dict[str, Any], max
                           f"{name} ({original['error']:.2f}% + {max_degradation:g} = {limit:.2f}%){closest}: "
                           "nothing is chosen"}
     chosen = max(ok, key=lambda d: d["num_prune"])
-    deeper = sorted((d for d in depths if d["num_prune"] > chosen["num_prune"]), key=lambda d: d["num_prune"])
+    deeper = sorted((d for d in depths if d["num_prune"] > chosen["num_prune"] and d.get("decoded", True)),
+                    key=lambda d: d["num_prune"])
     beyond = ""
     if deeper:
         beyond = "; deeper: " + ", ".join(
@@ -217,14 +218,16 @@ def final_tags(tags: Sequence[str], is_sweep: bool, choice: Dict[str, Any]) -> T
 def build_document(num_layers: int, metric: str, original: Dict[str, Any], depths: Sequence[Dict[str, Any]],
                    max_degradation: Optional[float] = None, is_sweep: bool = True,
                    skipped: Sequence[Tuple[int, str]] = (), fine_set: str = "",
-                   eval_sets: Sequence[str] = ()) -> Dict[str, Any]:
+                   eval_sets: Sequence[str] = (), proxy: Optional[str] = None) -> Dict[str, Any]:
     """The sweep document (sweep.json) from the original's and every depth's figures.
 
     ``original``: ``error`` (primary metric, %), ``num_err``, ``num_ref``, ``cer``, ``wer``,
     ``params``, ``timing`` (decode_info: ``rtf``, ``encoder_share``, ``cpu_rtf``,
     ``encoder_cpu_share``, ``device``, ``num_threads``), ``test`` ({set: {"cer", "wer"}}).  Each
     depth: ``tag``, ``num_prune``, ``winner``, ``removed``, the same figures, and ``test`` ({set:
-    {"pruned": {...}, "finetuned": {...}}}).
+    {"pruned": {...}, "finetuned": {...}}}), ``proxy`` (the proxy value of the winner) and
+    ``decoded`` (False for a depth a bracketing sweep scored by the proxy ``proxy`` only: its
+    row has the proxy's best candidate and no decoded figures).
 
     The speed-up compares the time of the whole decode of the fine-search set: the process CPU
     time when every decode ran on the CPU and recorded it (the wall clock of a shared machine
@@ -236,7 +239,7 @@ def build_document(num_layers: int, metric: str, original: Dict[str, Any], depth
         row = dict(entry)
         row["layers_kept"] = num_layers - int(entry["num_prune"])
         row["degradation"] = degradation(entry, original)
-        row["within"] = None if max_degradation is None else (
+        row["within"] = None if max_degradation is None or not entry.get("decoded", True) else (
             entry.get("error") is not None and original.get("error") is not None
             and within(entry, original, max_degradation))
         rtf, _ = speed_of(entry, basis)
@@ -248,7 +251,7 @@ def build_document(num_layers: int, metric: str, original: Dict[str, Any], depth
     for row in rows:
         row["chosen"] = row["tag"] == choice["tag"]
     return {"num_layers": num_layers, "metric": metric, "fine_set": fine_set, "eval_sets": list(eval_sets),
-            "max_degradation": max_degradation, "is_sweep": is_sweep, "speed_basis": basis,
+            "proxy": proxy, "max_degradation": max_degradation, "is_sweep": is_sweep, "speed_basis": basis,
             "original": dict(original, layers_kept=num_layers), "depths": rows,
             "skipped": [{"num_prune": k, "reason": reason} for k, reason in skipped],
             "choice": choice, "final_tags": tags, "final_note": why, "notes": timing_notes(original, rows, basis),
@@ -286,7 +289,8 @@ def timing_notes(original: Dict[str, Any], rows: Sequence[Dict[str, Any]], basis
     with, when they differ, and decodes that recorded no timing."""
     settings = {}
     untimed = []
-    for label, item in [("original", original)] + [(f"k = {r['num_prune']}", r) for r in rows]:
+    for label, item in [("original", original)] + [(f"k = {r['num_prune']}", r) for r in rows
+                                                    if r.get("decoded", True)]:
         timing = item.get("timing") or {}
         if timing.get("rtf") is None:
             untimed.append(label)
@@ -350,6 +354,9 @@ def table_markdown(doc: Dict[str, Any]) -> str:
     columns = test_columns(doc)
     header = ["k (removed)", "layers kept", "removed layers", "params (M)", "fine CER", "fine WER",
               f"Δ {metric} (points)", "RTF", "CPU RTF", "encoder share", "speed-up", "expected speed-up"]
+    with_proxy = proxy_only(doc)
+    if with_proxy:
+        header.insert(4, proxy_header(doc))
     basis = doc.get("speed_basis", "wall")
     header += [f"{name} CER / WER ({'pruned' if model == 'pruned' else 'fine-tuned'})" for name, model in columns]
     if doc.get("max_degradation") is not None:
@@ -362,6 +369,8 @@ def table_markdown(doc: Dict[str, Any]) -> str:
              _fmt(o.get("cer"), ".2f"), _fmt(o.get("wer"), ".2f"), "0.00", _fmt(timing.get("rtf"), ".4f"),
              _fmt(timing.get("cpu_rtf"), ".4f"), _percent(speed_of(o, basis)[1]),
              "1.00x" if speed_of(o, basis)[0] else "-", "-"]
+    if with_proxy:
+        cells.insert(4, _fmt(o.get("proxy"), ".2f"))
     for name, model in columns:
         cells.append(_pair((o.get("test") or {}).get(name)) if model == "pruned" else "-")
     if doc.get("max_degradation") is not None:
@@ -375,13 +384,26 @@ def table_markdown(doc: Dict[str, Any]) -> str:
                  _fmt(row.get("degradation"), "+.2f"), _fmt(timing.get("rtf"), ".4f"),
                  _fmt(timing.get("cpu_rtf"), ".4f"), _percent(speed_of(row, basis)[1]),
                  _times(row.get("speedup")), _times(row.get("expected_speedup"))]
+        if with_proxy:
+            cells.insert(4, _fmt(row.get("proxy"), ".2f") + ("" if row.get("decoded", True) else " (not decoded)"))
         for name, model in columns:
             cells.append(_pair(((row.get("test") or {}).get(name) or {}).get(model)))
         if doc.get("max_degradation") is not None:
-            cells.append("yes" if row.get("within") else "no")
+            cells.append("-" if row.get("within") is None else "yes" if row["within"] else "no")
         cells.append("**chosen**" if row.get("chosen") else "")
         lines.append("|" + "|".join(cells) + "|")
     return "\n".join(lines) + "\n"
+
+
+def proxy_only(doc: Dict[str, Any]) -> List[int]:
+    """The depths a bracketing sweep scored by the proxy only."""
+    return [row["num_prune"] for row in doc["depths"] if not row.get("decoded", True)]
+
+
+def proxy_header(doc: Dict[str, Any]) -> str:
+    if doc.get("proxy") == "loss":
+        return "proxy loss"
+    return f"proxy {doc['metric'].upper()} (CTC greedy)"
 
 
 def _times(value: Optional[float]) -> str:
@@ -423,6 +445,11 @@ def body_markdown(doc: Dict[str, Any], plot: Optional[str]) -> str:
     parts += [choice_text(doc), ""]
     for item in doc.get("skipped") or []:
         parts.append(f"- k = {item['num_prune']} skipped: {item['reason']}.")
+    undecoded = proxy_only(doc)
+    if undecoded:
+        parts.append(f"- k = {', '.join(map(str, undecoded))}: not decoded (`--comflp_sweep_decode bracket` decodes "
+                     "only the depths around the limit of `--comflp_max_degradation`); their rows show the "
+                     f"candidate the proxy ranks best and its {proxy_header(doc)}.")
     for note in doc.get("notes") or []:
         parts.append(f"- {note}")
     return "\n".join(parts).rstrip() + "\n"

@@ -116,13 +116,31 @@ def gather_depth(view: Run, for_stage: int) -> Dict[str, Any]:
     doc = rundir.read_fine_search(t)
     item = next((c for c in doc["candidates"] if c["name"] == winner), {})
     entry = {"tag": view.tag, "num_prune": view.num_prune, "winner": winner, "removed": sorted(row["pruned"]),
-             "params": row.get("params"), "timing": timing_of(item.get("hyp"))}
+             "params": row.get("params"), "timing": timing_of(item.get("hyp")), "decoded": True,
+             "proxy": (item.get("proxy") or {}).get("value")}
     entry.update(_counts(scores, winner, metric))
     original = {"params": (ranking.get("original") or {}).get("params")}
     original.update(_counts(scores, ORIGINAL_NAME, metric))
     if doc.get("original"):
         original["timing"] = timing_of(doc["original"]["hyp"])
     return {"metric": metric, "entry": entry, "original": original}
+
+
+def proxy_depth(view: Run, for_stage: int) -> Dict[str, Any]:
+    """A depth that a bracketing sweep did not decode: its best candidate by the proxy."""
+    from comflp_espnet.fine_search import read_reference, scored_items
+    from comflp_espnet.stages import _NotCurrent
+
+    proxy = view.fine_proxy
+    params = rundir.read_parameters(view.dir) if view.dir.parameters.is_file() else {}
+    try:
+        items = scored_items(view, proxy, read_reference(view) if proxy == "ctc_greedy" else None, params or {})
+    except _NotCurrent as e:
+        raise StageError(f"stage {for_stage} reads the proxy scores of {view.tag}, and {e.status.output} is not "
+                         f"current ({e.status.describe()}): run stage 17 first (--stage 17)")
+    best = min(items, key=lambda i: i["proxy_rank"])
+    return {"tag": view.tag, "num_prune": view.num_prune, "winner": None, "removed": best["pruned"],
+            "params": best["params"], "timing": {}, "decoded": False, "proxy": best["proxy"]["value"]}
 
 
 def eval_set_scores(view: Run) -> Dict[str, Dict[str, Any]]:
@@ -169,8 +187,14 @@ def gather(run: Run, for_stage: int = 18, with_tests: bool = True) -> Dict[str, 
     original: Dict[str, Any] = {}
     metric = "cer"
     original_test: Dict[str, Any] = {}
+    from comflp_espnet.fine_search import fine_tags, is_bracket
+
+    decoded = fine_tags(run) if is_bracket(run) else None
     for tag in run.tags:
         view = run.for_tag(tag)
+        if decoded is not None and tag not in decoded and not view.status("scores").current:
+            depths.append(dict(proxy_depth(view, for_stage), test={}))
+            continue
         found = gather_depth(view, for_stage)
         metric = found["metric"]
         entry = found["entry"]
@@ -186,12 +210,18 @@ def gather(run: Run, for_stage: int = 18, with_tests: bool = True) -> Dict[str, 
         for key, value in found["original"].items():
             if original.get(key) in (None, {}) and value not in (None, {}):
                 original[key] = value
+    if decoded is not None and run.fine_proxy == "ctc_greedy":
+        from comflp_espnet.fine_search import proxy_entry_status, proxy_value, read_reference
+
+        if proxy_entry_status(run, run.fine_proxy, []).current:
+            original["proxy"] = proxy_value(run, run.fine_proxy, [], read_reference(run))["value"]
     if original.get("params") is None:
         params = rundir.read_parameters(run.dir) if run.dir.parameters.is_file() else None
         original["params"] = (params or {}).get("total")
     original["test"] = original_test
     return sweep.build_document(run.num_layers, metric, original, depths, max_degradation(run), is_sweep(run),
-                                skipped_depths(run), fine_set=run.o.fine_set, eval_sets=list(run.o.eval_sets))
+                                skipped_depths(run), fine_set=run.o.fine_set, eval_sets=list(run.o.eval_sets),
+                                proxy=run.fine_proxy)
 
 
 # ---------------------------------------------------------------------------- writing

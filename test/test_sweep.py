@@ -321,6 +321,10 @@ def stage_script(d, *args):
     (["--comflp_sweep", "yes"], 'expected "true" or "false": --comflp_sweep yes'),
     (["--comflp_max_degradation", "-1"], "--comflp_max_degradation must be a number >= 0"),
     (["--comflp_sweep", "true", "--comflp_search", "glp"], "glp's steps give every depth on the way"),
+    (["--comflp_sweep_decode", "some"], "unknown --comflp_sweep_decode 'some'; choose one of: all bracket"),
+    (["--comflp_sweep", "true", "--comflp_sweep_decode", "bracket"],
+     "--comflp_sweep_decode bracket decodes only the depths around the deepest one within "
+     "--comflp_max_degradation, chosen by the proxy, but no --comflp_max_degradation is given"),
 ])
 def test_bad_sweep_options_stop_before_any_work(demo_recipe, args, message):
     r = stage_script(demo_recipe, *args)

@@ -177,3 +177,83 @@ def test_a_rerun_rewrites_nothing(sweep_run):
     assert sweep_section(d / ASR_EXP / "RESULTS.md") == section
     assert "sweep.md (unchanged)" in r.stdout + r.stderr
     assert "Decoding" not in r.stdout
+
+
+# ---------------------------------------------------------------------------- bracketing sweep
+BRACKET = ["--comflp_sweep_range", "2:5", "--comflp_finetune", "false", "--comflp_sweep_decode", "bracket"]
+
+
+@pytest.fixture(scope="module")
+def bracket_run(mini_an4_run, tmp_path_factory):
+    d = copy_trained_recipe(mini_an4_run, tmp_path_factory.mktemp("bracket"))
+    first, seconds = run_recipe(d, mini_an4_run["tarball"], "--stage", "14", "--stop_stage", "20", *BRACKET,
+                                "--comflp_max_degradation", "1000")
+    ok(first)
+    print(f"\nmini_an4 bracketing sweep k = 2..5, stages 14-20: {seconds:.0f} s")
+    return {"dir": d, "first": first, "tarball": mini_an4_run["tarball"]}
+
+
+def bracket_tag(k):
+    return f"dc_dp_prune{k}"
+
+
+def test_bracket_decodes_only_the_depths_around_the_limit(bracket_run):
+    # Every winner is within 1000 points, and so is every depth by the proxy: the search starts at the
+    # deepest depth, finds it within, and is done: one depth decoded, chosen, evaluated in stage 20.
+    d = bracket_run["dir"]
+    log = bracket_run["first"].stdout + bracket_run["first"].stderr
+    assert "bracket: decode dc_dp_prune5 (the limit is bracketed)" in log
+    assert len(re.findall(r"Decoding \d+ model\(s\) on \S+/comflp/fine ", log)) == 1
+    for k in (2, 3, 4):
+        tag = comflp(d) / bracket_tag(k)
+        assert (tag / "proposals.json").is_file()
+        assert not (tag / "fine_search").exists() and not (tag / "scores").exists()
+        assert not (tag / "candidates").exists() and not (tag / "test_decode").exists()
+    assert (comflp(d) / bracket_tag(5) / "scores" / "ranking.json").is_file()
+    doc = read_json(comflp(d) / "sweep" / "sweep.json")
+    assert [r["decoded"] for r in doc["depths"]] == [False, False, False, True]
+    assert doc["choice"]["num_prune"] == 5 and doc["final_tags"] == [bracket_tag(5)]
+    assert len(re.findall(r"Stage 20: Decode and score", bracket_run["first"].stdout)) == 1
+    # An undecoded depth's row is its best candidate by the proxy, with the proxy's value.
+    fine_evals = comflp(d) / "fine_evals"
+    (proxy_dir,) = [p for p in fine_evals.iterdir() if p.name.startswith("ctc_greedy_")]
+    for row in doc["depths"][:3]:
+        proposals = read_json(comflp(d) / bracket_tag(row["num_prune"]) / "proposals.json")
+        assert sorted(row["removed"]) in [sorted(p["pruned"]) for p in proposals["proposals"]]
+        key = "rm" + "-".join(f"{x:02d}" for x in sorted(row["removed"]))
+        assert (proxy_dir / key / "text").is_file()
+        assert row["proxy"] is not None and row.get("cer") is None and row["winner"] is None
+    assert (proxy_dir / "unpruned" / "text").is_file() and doc["original"]["proxy"] is not None
+    md = (comflp(d) / "sweep" / "sweep.md").read_text()
+    assert md.count("(not decoded)") == 3
+    assert "k = 2, 3, 4: not decoded (`--comflp_sweep_decode bracket`" in md
+
+
+def test_bracket_rerun_decodes_nothing(bracket_run):
+    d = bracket_run["dir"]
+    r = ok(run_recipe(d, bracket_run["tarball"], "--stage", "14", "--stop_stage", "20", *BRACKET,
+                      "--comflp_max_degradation", "1000")[0])
+    assert "Decoding" not in r.stdout
+    assert "Stage 17: the fine searches of" in r.stdout and "are current; skipping" in r.stdout
+
+
+def test_bracket_with_a_tolerance_brackets_the_deepest_depth_within_it(bracket_run):
+    d = bracket_run["dir"]
+    ok(run_recipe(d, bracket_run["tarball"], "--stage", "17", "--stop_stage", "18", *BRACKET,
+                  "--comflp_max_degradation", "0")[0])
+    doc = read_json(comflp(d) / "sweep" / "sweep.json")
+    decoded = {r["num_prune"]: r["within"] for r in doc["depths"] if r["decoded"]}
+    # Whatever this model's errors are, the search ends with the limit bracketed.
+    inside = [k for k, ok_ in decoded.items() if ok_]
+    if inside:
+        chosen = max(inside)
+        assert doc["choice"]["num_prune"] == chosen
+        assert chosen == 5 or decoded.get(chosen + 1) is False
+    else:
+        assert doc["choice"]["tag"] is None and decoded.get(2) is False
+    # Each decoded depth's flag is its own scores' error counts against the original's.
+    for k, flag in decoded.items():
+        winner = read_json(comflp(d) / bracket_tag(k) / "scores" / "ranking.json")["winner"]
+        mine = read_json(comflp(d) / bracket_tag(k) / "scores" / "scores.json")
+        metric = mine["metric"]
+        assert flag == (mine["models"][winner][metric]["num_err"] <= mine["models"]["original"][metric]["num_err"])

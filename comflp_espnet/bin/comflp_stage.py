@@ -30,7 +30,7 @@ from typing import List, Optional
 from comflp_espnet import decode_dir, stages
 from comflp_espnet.cli import exit_on_error, new_parser, setup_logging, str2bool
 
-RUN_COMMANDS = ("check", "lock", "unlock", "check_run_dir", "layout", "status", "begin", "end", "finalists", "run",
+RUN_COMMANDS = ("check", "lock", "unlock", "check_run_dir", "layout", "status", "begin", "end", "finalists", "next", "run",
                 "glp_step_begin", "glp_step_end", "search_cost", "sweep")
 DECODE_COMMANDS = ("decode_begin", "decode_end")
 

@@ -10,6 +10,8 @@
 #   Stage  17     fine search on a held-out subset: every candidate scored by a cheap proxy (CTC
 #                 greedy CER or the model's loss, no model written), the M best (finalists) written
 #                 as ESPnet models and decoded with the inference config, with the original
+#                 (--comflp_sweep_decode bracket: only the depths around the limit of
+#                 --comflp_max_degradation, one decode array per step of the search)
 #   Stage  18     score the finalists (CER/WER), choose the winner; record the search's cost
 #                 (proxy evaluations, decodes, seconds of stages 14-18) in <tag>/search_cost.{json,md};
 #                 several depths (a list, --comflp_sweep, --comflp_sweep_range): the winners' table
@@ -107,6 +109,7 @@ comflp_keep=                # Encoder layers to keep, or a list (alternative to 
 comflp_sweep=false          # Search every depth k = 1..L-1 (instead of --comflp_num_prune).
 comflp_sweep_range=         # Search the depths A..B, "A:B" (a sweep over part of the depths).
 comflp_max_degradation=     # Choose the smallest winner within X CER/WER points of the original (fine-search set).
+comflp_sweep_decode=all     # Depths whose finalists are decoded: all, or bracket (only around the limit of X).
 comflp_topk=30              # Candidates the coarse search keeps (per measure).
 comflp_beam_size=10         # Beam width of --comflp_search beam.
 comflp_aggregate=mean       # How the scores of a proposal's runs combine: mean, sum or min.
@@ -193,6 +196,10 @@ Options:
     --comflp_max_degradation # Choose the depth whose winner removes the most layers within X points of
                              # the original's CER (WER for non-char tokens) on the fine-search set;
                              # stages 19-21 then run for that depth only (default: no choice).
+    --comflp_sweep_decode    # all: decode every depth's finalists; bracket (with --comflp_max_degradation):
+                             # score every depth by the proxy, decode only the depths around the limit
+                             # (the deepest within X and the next deeper), starting where the proxy
+                             # puts it (default="${comflp_sweep_decode}").
     --comflp_topk            # Coarse-search candidates per measure (default="${comflp_topk}").
     --comflp_beam_size       # Beam width for --comflp_search beam (default="${comflp_beam_size}").
     --comflp_aggregate       # Combination of the runs' scores: mean (CoMFLP), sum or min (default="${comflp_aggregate}").
@@ -384,6 +391,10 @@ if runs_any 14 15 16 17 18 19 20 21; then
         ctc_greedy|loss|none) ;;
         *) die "unknown --comflp_fine_proxy '${comflp_fine_proxy}'; choose one of: ctc_greedy loss none" ;;
     esac
+    case "${comflp_sweep_decode}" in
+        all|bracket) ;;
+        *) die "unknown --comflp_sweep_decode '${comflp_sweep_decode}'; choose one of: all bracket" ;;
+    esac
     case "${comflp_glp_metric}" in
         decode|ctc_greedy|loss) ;;
         *) die "unknown --comflp_glp_metric '${comflp_glp_metric}'; choose one of: decode ctc_greedy loss" ;;
@@ -520,6 +531,7 @@ stage_opts=(
     "--dc_batch_size=${comflp_dc_batch_size}" "--search=${comflp_search}"
     "--num_prune=${comflp_num_prune}" "--keep=${comflp_keep}" "--topk=${comflp_topk}"
     "--sweep=${comflp_sweep}" "--sweep_range=${comflp_sweep_range}" "--max_degradation=${comflp_max_degradation}"
+    "--sweep_decode=${comflp_sweep_decode}"
     "--beam_size=${comflp_beam_size}" "--aggregate=${comflp_aggregate}"
     "--keep_first=${comflp_keep_first}" "--keep_last=${comflp_keep_last}" "--max_run=${comflp_max_run}"
     "--protect=${comflp_protect}" "--fine_nutt=${comflp_fine_nutt}" "--finetune=${comflp_finetune}"
@@ -726,6 +738,8 @@ if run_stage 17; then
     else
         if [ "${comflp_fine_proxy}" = none ]; then
             _how="decode every candidate"
+        elif [ "${comflp_sweep_decode}" = bracket ]; then
+            _how="score every candidate by ${fine_proxy}, decode the ${comflp_fine_finalists} best of the depths around the limit of --comflp_max_degradation ${comflp_max_degradation}"
         else
             _how="score every candidate by ${fine_proxy}, decode the ${comflp_fine_finalists} best"
         fi
@@ -736,10 +750,14 @@ if run_stage 17; then
         [ "${proxy_count}" -gt 0 ] && proxy_array
         stage_eval finalists --start "${_array_start}"
         _array_start=$(now_seconds)
-        if [ "${decode_count}" -gt 0 ]; then
+        while [ "${decode_count}" -gt 0 ]; do
             decode_array "${infer_cmd}" "${job_python}" "${infer_ngpu}" "${batch_size}" \
                 "${comflp_skip_bad_utts}" "${inference_config}" "${inference_args}"
-        fi
+            [ "${comflp_sweep_decode}" = bracket ] || break
+            # A bracketing sweep: the next depths to decode, from the decoded ones (none: done).
+            stage_eval next --stage 17 --start "${_array_start}"
+            _array_start=$(now_seconds)
+        done
         stage_tool end --stage 17 --start "${_array_start}" --stage_start "${_start}" || exit 2
     fi
 fi
@@ -884,11 +902,17 @@ if runs_any 16 17 18 19 20 21; then
     if [ -f "${comflp_dir}/sweep/sweep.md" ] && [ "$(echo "${comflp_tags}" | wc -w)" -gt 1 ]; then
         echo "Depth sweep: ${comflp_dir}/sweep/sweep.md (plot: ${comflp_dir}/sweep/sweep.png)"
     fi
+    _proxy_only=
     for _tag in ${comflp_tags}; do
         if [ -d "${comflp_dir}/${_tag}" ]; then
+            if [ "${comflp_sweep_decode}" = bracket ] && [ ! -d "${comflp_dir}/${_tag}/scores" ]; then
+                _proxy_only+=" ${_tag}"
+                continue
+            fi
             ${python} -m comflp_espnet.bin.comflp_summary --search_dir "${comflp_dir}/${_tag}" || true
         fi
     done
+    [ -n "${_proxy_only}" ] && echo "Scored by the proxy only, not decoded (--comflp_sweep_decode bracket):${_proxy_only}"
 fi
 
 log "Successfully finished. [elapsed=${SECONDS}s]"
