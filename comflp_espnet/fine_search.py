@@ -440,8 +440,7 @@ def finalists_17(run: Run, start: Optional[float], with_proxy_array: bool = True
     if is_bracket(run):
         plan = bracket_plan(run)
         planned = plan["tags"]
-        logging.info(f"bracket: decode {', '.join(planned)}"
-                     + (" (the limit is bracketed)" if plan["done"] else ""))
+        logging.info(bracket_text(plan))
     views = views_to_do(run, planned)
     reference = read_reference(run) if proxy == "ctc_greedy" else None
     params = parameters(run)
@@ -584,17 +583,43 @@ def bracket_plan(run: Run) -> Dict[str, Any]:
     planned = bracket.start_depths(depths, guess)
     original = decoded_error(run, ORIGINAL_NAME, run.asr_train_config, run.asr_model_file, reference)
     within: Dict[int, bool] = {}
+    errors: Dict[int, float] = {}
+
+    def plan(done: bool) -> Dict[str, Any]:
+        return {"tags": [views[d].tag for d in sorted(planned)], "depths": sorted(planned), "done": done,
+                "within": within, "errors": errors, "original": original, "tolerance": tolerance,
+                "start": bracket.start_depths(depths, guess), "guessed": any(v is not None for v in guess.values())}
+
     while True:
         for k in planned:
             if k not in within:
                 result = depth_result(views[k], items_of[k], reference) if original is not None else None
                 if result is None:
-                    return {"tags": [views[d].tag for d in sorted(planned)], "done": False, "within": within}
+                    return plan(False)
                 within[k] = sweep.within(result, original, tolerance)
+                errors[k] = result["error"]
         following = bracket.next_depth(depths, within)
         if following is None:
-            return {"tags": [views[d].tag for d in sorted(planned)], "done": True, "within": within}
+            return plan(True)
         planned.append(following)
+
+
+def bracket_text(plan: Dict[str, Any]) -> str:
+    """One log line: where the bracketing sweep stands and what it decodes."""
+    x = plan["tolerance"]
+    if not plan["within"]:
+        start = ", ".join(f"k = {k}" for k in plan["start"])
+        why = (f"the deepest depth whose proxy-best is within {x:g} points of the original's proxy value, and the "
+               "next deeper" if plan["guessed"] else "the middle of the depths (the proxy is not an error rate)")
+        return f"bracket (--comflp_max_degradation {x:g}): decode {start}: {why}"
+    base = plan["original"]["error"]
+    seen = "; ".join(f"k = {k} {plan['errors'][k]:.2f}% {'within' if ok else 'not within'}"
+                     for k, ok in sorted(plan["within"].items()))
+    todo = [k for k in plan["depths"] if k not in plan["within"]]
+    step = (f"decode k = {', '.join(map(str, todo))}" if todo
+            else "done: the limit is bracketed" if any(plan["within"].values())
+            else "done: no depth is within it")
+    return f"bracket (original {base:.2f}% + {x:g}): {seen}: {step}"
 
 
 def fine_tags(run: Run) -> Optional[List[str]]:

@@ -202,7 +202,8 @@ def test_bracket_decodes_only_the_depths_around_the_limit(bracket_run):
     # deepest depth, finds it within, and is done: one depth decoded, chosen, evaluated in stage 20.
     d = bracket_run["dir"]
     log = bracket_run["first"].stdout + bracket_run["first"].stderr
-    assert "bracket: decode dc_dp_prune5 (the limit is bracketed)" in log
+    assert "bracket (--comflp_max_degradation 1000): decode k = 5: the deepest depth whose proxy-best is within" in log
+    assert re.search(r"bracket \(original [0-9.]+% \+ 1000\): k = 5 [0-9.]+% within: done: the limit is bracketed", log)
     assert len(re.findall(r"Decoding \d+ model\(s\) on \S+/comflp/fine ", log)) == 1
     for k in (2, 3, 4):
         tag = comflp(d) / bracket_tag(k)
