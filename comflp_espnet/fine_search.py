@@ -325,15 +325,22 @@ def proxy_value(run: Run, proxy: str, pruned: Sequence[int], reference: Dict[str
     known = stored.get(entry.name)
     if isinstance(known, dict) and known.get("signature") == signature and isinstance(known.get("value"), dict):
         return dict(known["value"])
-    hyps = scoring.read_kaldi_text(entry / "text")
-    nlsyms = scoring.read_symbol_list(run.o.nlsyms_txt) if run.o.nlsyms_txt not in ("", "none") else []
-    totals = {unit: scoring.total(scoring.score_texts(reference, hyps, unit, nlsyms)) for unit in scoring.UNITS}
+    totals = text_totals(run, reference, entry / "text", scoring.UNITS)
     primary = primary_unit(run)
     value = {"value": totals[primary].error_rate, "num_err": totals[primary].num_err,
              "num_ref": totals[primary].num_ref, "cer": totals["char"].error_rate, "wer": totals["word"].error_rate}
     stored[entry.name] = {"signature": signature, "value": value}
     _VALUES_CHANGED.add(str(values_file))
     return dict(value)
+
+
+def text_totals(run: Run, reference: Dict[str, str], text: Path, units: Sequence[str]) -> Dict[str, Any]:
+    """The error counts of a Kaldi text of the fine-search set against ``reference``, per unit."""
+    from comflp_espnet import scoring
+
+    hyps = scoring.read_kaldi_text(text)
+    nlsyms = scoring.read_symbol_list(run.o.nlsyms_txt) if run.o.nlsyms_txt not in ("", "none") else []
+    return {unit: scoring.total(scoring.score_texts(reference, hyps, unit, nlsyms)) for unit in units}
 
 
 def primary_unit(run: Run) -> str:
@@ -400,13 +407,15 @@ def choose_finalists(items: List[Dict[str, Any]], num_finalists: int) -> List[st
     return [i["name"] for i in sorted(scored, key=key)[:num_finalists]]
 
 
-def scored_items(view: Run, proxy: str, reference: Optional[Dict[str, str]],
-                 params: Dict[str, Any]) -> List[Dict[str, Any]]:
-    """A search's candidates (coarse rank order) with their proxy values and proxy ranks when
-    it uses the proxy; raises _NotCurrent when a proxy score is not current."""
-    with_proxy = uses_proxy(view)
+def scored_items(view: Run, proxy: str, reference: Optional[Dict[str, str]], params: Dict[str, Any],
+                 named: Optional[Dict[str, Dict[str, Any]]] = None) -> List[Dict[str, Any]]:
+    """A search's candidates (``named``, else read; coarse rank order) with their proxy values
+    and proxy ranks when it uses the proxy; raises _NotCurrent when a proxy score is not current."""
+    if named is None:
+        named = candidates_of(view)
+    with_proxy = uses_proxy(view, len(named))
     items = []
-    for name, prop in candidates_of(view).items():
+    for name, prop in named.items():
         item = {"name": name, "rank": prop["rank"], "pruned": sorted(prop["pruned"]),
                 "key": rundir.eval_key(prop["pruned"]), "params": params_after(params, prop["pruned"]),
                 "proxy": None, "proxy_rank": None, "proxy_seconds": None}
@@ -456,7 +465,7 @@ def finalists_17(run: Run, start: Optional[float], with_proxy_array: bool = True
         with_proxy = uses_proxy(view, len(named))
         scoring_start = time.perf_counter()
         try:
-            items = scored_items(view, proxy, reference, params)
+            items = scored_items(view, proxy, reference, params, named)
         except _NotCurrent as e:
             raise StageError(f"the proxy score of {e.name}: {e.status.describe()}; run stage 17 again")
         scoring_seconds = time.perf_counter() - scoring_start
@@ -516,14 +525,11 @@ def _as_entry(value: Dict[str, Any]) -> Dict[str, Any]:
 
 def decoded_error(view: Run, key: str, config: Path, model: Path, reference: Dict[str, str]) -> Optional[Dict[str, Any]]:
     """The primary metric of a current decode of the fine-search set (None when there is none)."""
-    from comflp_espnet import scoring
-
     hyp = decode_dir(view).hyp(key)
     if not records.check(hyp, decode_entry_made_from(view, config, model)).current:
         return None
-    nlsyms = scoring.read_symbol_list(view.o.nlsyms_txt) if view.o.nlsyms_txt not in ("", "none") else []
-    total = scoring.total(scoring.score_texts(reference, scoring.read_kaldi_text(Path(hyp) / "text"),
-                                              primary_unit(view), nlsyms))
+    unit = primary_unit(view)
+    total = text_totals(view, reference, Path(hyp) / "text", [unit])[unit]
     return {"error": total.error_rate, "num_err": total.num_err, "num_ref": total.num_ref}
 
 
@@ -580,7 +586,8 @@ def bracket_plan(run: Run) -> Dict[str, Any]:
         for k in depths:
             best = min(items_of[k], key=lambda i: (i["proxy"]["num_err"], i["rank"]))
             guess[k] = sweep.within(_as_entry(best["proxy"]), original_proxy, tolerance)
-    planned = bracket.start_depths(depths, guess)
+    start = bracket.start_depths(depths, guess)
+    planned = list(start)
     original = decoded_error(run, ORIGINAL_NAME, run.asr_train_config, run.asr_model_file, reference)
     within: Dict[int, bool] = {}
     errors: Dict[int, float] = {}
@@ -588,7 +595,7 @@ def bracket_plan(run: Run) -> Dict[str, Any]:
     def plan(done: bool) -> Dict[str, Any]:
         return {"tags": [views[d].tag for d in sorted(planned)], "depths": sorted(planned), "done": done,
                 "within": within, "errors": errors, "original": original, "tolerance": tolerance,
-                "start": bracket.start_depths(depths, guess), "guessed": any(v is not None for v in guess.values())}
+                "start": start, "guessed": any(v is not None for v in guess.values())}
 
     while True:
         for k in planned:

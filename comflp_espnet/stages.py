@@ -658,8 +658,9 @@ def check_run_dir(run: Run) -> None:
         # Stages 19-21 run for the searches of comflp_espnet.sweep_stage.final_tags only.
         from comflp_espnet.sweep_stage import final_tags
 
+        scored = fine_tags(run) or run.tags
         for tag_run in run.tag_runs():
-            if tag_run.tag in (fine_tags(run) or run.tags):
+            if tag_run.tag in scored:
                 tag_run.require("scores", min(stages))
         final = final_tags(run, min(stages))
     # A bracketing sweep decodes and scores only some depths (known once stage 17 is done).
