@@ -43,8 +43,8 @@ Steps (``--steps``, in this order; each can be rerun alone, finished work is kep
     report    OUT/benchmark.md (tables), OUT/benchmark.json, OUT/benchmark.png
               (CER vs layers kept, one line per method); per-utterance errors give
               95 % bootstrap intervals of every CER on the last test set and paired
-              bootstrap comparisons (the first CoMFLP setting against each baseline,
-              every fine-tuned winner against the fine-tuned unpruned model)
+              bootstrap comparisons (the first CoMFLP setting against each baseline and
+              each variant, every fine-tuned winner against the fine-tuned unpruned model)
 
 Rank agreement: for every CoMFLP setting whose candidates were also decoded in
 full by another search of the run (decode_all, decode10), Kendall's tau-b between
@@ -109,8 +109,10 @@ BOOTSTRAP_SAMPLES = 1000
 
 class Method:
     def __init__(self, label: str, measure: str, search: str, extra_args: Sequence[str] = (),
-                 tag_name: Optional[str] = None):
+                 tag_name: Optional[str] = None, variant: bool = False):
         self.label = label
+        # a variant of the first CoMFLP setting (--variants): compared with it pairwise
+        self.variant = variant
         self.measure = measure
         self.search = search
         self.extra_args = list(extra_args)
@@ -138,17 +140,18 @@ def build_methods(measures: Sequence[str], searches: Sequence[str], baselines: S
     stem = f"{first.measure}_{first.search}"
     extra = {
         "decode10": Method(f"{first.label}_decode10", first.measure, first.search,
-                           ["--comflp_fine_proxy", "none", "--comflp_topk", "10"], f"{stem}_decode10"),
+                           ["--comflp_fine_proxy", "none", "--comflp_topk", "10"], f"{stem}_decode10", True),
         "decode_all": Method(f"{first.label}_decode_all", first.measure, first.search,
-                             ["--comflp_fine_proxy", "none"], f"{stem}_decode_all"),
+                             ["--comflp_fine_proxy", "none"], f"{stem}_decode_all", True),
         "union": Method(f"comflp_{first.search}_union", "dc svcca cka", first.search, [],
-                        f"union_{first.search}"),
+                        f"union_{first.search}", True),
     }
     methods += [extra[v] for v in variants if v in extra]
     for b in baselines:
         methods.append(Method(b, BASELINE_MEASURE[b], b, ["--comflp_glp_metric", "decode"] if b == "glp" else []))
         if b == "glp" and "glp_proxy" in variants:
-            methods.append(Method("glp_proxy", "dc", "glp", ["--comflp_glp_metric", "ctc_greedy"], "dc_glp_proxy"))
+            methods.append(Method("glp_proxy", "dc", "glp", ["--comflp_glp_metric", "ctc_greedy"], "dc_glp_proxy",
+                                  True))
     return methods
 
 
@@ -490,7 +493,7 @@ class Benchmark:
             for method in self.methods:
                 entry = self.winner_entry(method, k)
                 row: Dict[str, Any] = {"method": method.label, "tag": method.tag(k), "num_prune": k,
-                                       "comflp": method.is_comflp}
+                                       "comflp": method.is_comflp, "variant": method.variant}
                 if entry is None:
                     row["status"] = "not run"
                     rows.append(row)
@@ -537,13 +540,16 @@ class Benchmark:
 
     def rank_agreement(self, method: Method, k: int) -> Dict[str, Any]:
         """Kendall's tau-b between the proxy values of METHOD's candidates and the real CERs (full
-        decodes on the fine-search set) of the same layer sets, from the other searches at k."""
+        decodes on the fine-search set) of the same layer sets, from its own finalists and the other
+        searches at k; none unless another search decoded one of its candidates that it did not
+        (over its own finalists alone, "the proxy's top 3 hold the best" would always be true)."""
         try:
             doc = read_fine_search(self.tag_dir(method, k))
         except (DocumentError, OSError):
             return {}
         proxy = {tuple(c["pruned"]): c["proxy"]["value"] for c in doc["candidates"] if c.get("proxy")}
         real: Dict[Tuple[int, ...], float] = {}
+        own, from_others = set(), set()
         for other in self.methods:
             try:
                 ranking = read_ranking(self.tag_dir(other, k).ranking_json)
@@ -552,8 +558,9 @@ class Benchmark:
             for r in ranking.get("ranking", []):
                 if r.get("cer") is not None and not r.get("is_original"):
                     real.setdefault(tuple(r["pruned"]), r["cer"])
+                    (own if other is method else from_others).add(tuple(r["pruned"]))
         shared = [p for p in proxy if p in real and proxy[p] is not None]
-        if len(shared) < 3:
+        if len(shared) < 3 or not set(shared) & (from_others - own):
             return {}
         tau = kendall_tau_b([proxy[p] for p in shared], [real[p] for p in shared])
         best_real = min(shared, key=lambda p: (real[p], p))
@@ -591,7 +598,8 @@ class Benchmark:
 
     def paired_comparisons(self, rows: List[Dict[str, Any]], reference: Dict[str, Any]) -> List[Dict[str, Any]]:
         """Paired bootstrap on the held-out set (difference = first minus second, in CER points):
-        the default CoMFLP setting (the first one) against every baseline at the same k, before and
+        the default CoMFLP setting (the first one) against every baseline and every variant of it
+        (decode10, decode_all, union) at the same k, before and
         after fine-tuning; and every distinct fine-tuned winner against the fine-tuned unpruned model."""
         dset = self.args.test_sets[-1]
         done = [r for r in rows if r.get("status") == "done"]
@@ -600,7 +608,7 @@ class Benchmark:
         for prefix, when in (("", "before"), ("ft_", "after")):
             for a in (r for r in done if r["method"] == comflp):
                 pairs += [(a, b, prefix, when) for b in done
-                          if b["num_prune"] == a["num_prune"] and not b["comflp"]]
+                          if b["num_prune"] == a["num_prune"] and (not b["comflp"] or b.get("variant"))]
         seen = set()
         for a in done:
             if a.get("ft_model_name") and a["ft_model_name"] not in seen:
@@ -680,8 +688,8 @@ def render_markdown(data: Dict[str, Any]) -> str:
         "decodes = pruned models decoded in full on the fine-search set to choose the winner; proxy = candidates "
         "scored by the proxy (CTC greedy); search s = wall time of the search (states + matrix + coarse + fine "
         "search; glp: its greedy loop); ratio = search s / glp's (glp by full decodes); tau = Kendall's tau-b "
-        "between the proxy and the real CER over the candidates also decoded in full by another search "
-        "(n of them), with whether the proxy's top 3 hold the best by real CER, and that best's rank in the "
+        "between the proxy and the real CER over the candidates decoded in full by this search (its finalists) "
+        "or another (n of them; shown when another search decoded some of them), with whether the proxy's top 3 hold the best by real CER, and that best's rank in the "
         "coarse search (a rank above 10 is a candidate the paper's K = 10 never sees). "
         "The `unpruned` row is the original model, and the same fine-tune applied to it.",
         "",

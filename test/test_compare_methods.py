@@ -1,6 +1,7 @@
 """bench/compare_methods.py on the trained mini_an4 model: searches through the recipe, test
 decodes, fine-tuning of the winners and of the unpruned reference, and the report with its
 bootstrap intervals."""
+import argparse
 import json
 import os
 import subprocess
@@ -168,3 +169,45 @@ def test_variants_are_searches_of_their_own_with_their_options():
     assert methods["glp"].extra_args == ["--comflp_glp_metric", "decode"]
     assert methods["glp_proxy"].extra_args == ["--comflp_glp_metric", "ctc_greedy"]
     assert len({m.tag(3) for m in methods.values()}) == len(methods)  # one directory each
+
+
+def test_the_default_is_compared_with_its_variants_and_the_baselines_not_other_settings():
+    cm = load_driver()
+    bench = cm.Benchmark.__new__(cm.Benchmark)
+    bench.args = argparse.Namespace(test_sets=["test"])
+    bench.methods = cm.build_methods(["dc", "svcca"], ["dp"], ["glp"], ["decode10", "glp_proxy"])
+    # Per-utterance errors of each model on 4 utterances of 10 characters each.
+    errors = {"m_dc": [1, 0, 2, 1], "m_svcca": [0, 0, 0, 0], "m_d10": [1, 1, 2, 1], "m_glp": [2, 2, 2, 2],
+              "m_gp": [1, 0, 2, 0]}
+    bench.utterance_errors = lambda dset, name: (errors[name], [10] * 4) if name in errors else None
+    rows = [{"method": m.label, "num_prune": 3, "comflp": m.is_comflp, "variant": m.variant, "status": "done",
+             "model_name": name}
+            for m, name in zip(bench.methods, ["m_dc", "m_svcca", "m_d10", "m_glp", "m_gp"])]
+    pairs = {(p["a"], p["b"]): p for p in bench.paired_comparisons(rows, {"method": "unpruned"})}
+    assert set(pairs) == {("comflp_dp_dc", "comflp_dp_dc_decode10"), ("comflp_dp_dc", "glp"),
+                          ("comflp_dp_dc", "glp_proxy")}
+    assert pairs[("comflp_dp_dc", "comflp_dp_dc_decode10")]["difference"] == pytest.approx(-2.5)
+    assert pairs[("comflp_dp_dc", "glp")]["difference"] == pytest.approx(-10.0)
+
+
+def test_rank_agreement_needs_candidates_decoded_by_another_search(monkeypatch):
+    cm = load_driver()
+    bench = cm.Benchmark.__new__(cm.Benchmark)
+    bench.methods = cm.build_methods(["dc"], ["dp"], ["glp"], ["decode10"])
+    default, decode10, glp = bench.methods
+    pool = [[1], [2], [3], [4], [5]]
+    proxy = [10.0, 11.0, 12.0, 13.0, 14.0]
+    fine = {"candidates": [{"pruned": p, "rank": i + 1, "proxy": {"value": v}}
+                           for i, (p, v) in enumerate(zip(pool, proxy))]}
+    rankings = {default.tag(1): [([1], 7.0), ([2], 6.0), ([3], 8.0)],  # its own 3 finalists
+                decode10.tag(1): [([2], 6.0), ([4], 5.0), ([5], 9.0)], glp.tag(1): []}
+    bench.tag_dir = lambda method, k: argparse.Namespace(ranking_json=method.tag(k))
+    monkeypatch.setattr(cm, "read_fine_search", lambda tag_dir: fine)
+    monkeypatch.setattr(cm, "read_ranking", lambda tag: {"ranking": [
+        {"pruned": p, "cer": c, "is_original": False} for p, c in rankings[tag]]})
+    got = bench.rank_agreement(default, 1)
+    assert got["tau_n"] == 5
+    assert got["proxy_top3_has_best"] is False and got["best_real_coarse_rank"] == 4
+    # Over its own finalists alone there is nothing to learn: no agreement is reported.
+    rankings[decode10.tag(1)] = [([2], 6.0)]
+    assert bench.rank_agreement(default, 1) == {}
