@@ -125,9 +125,8 @@ class Study:
         work = self.out / "test_decode"
         scp = self.out / "test_models.scp"
         write_models_scp(scp, sorted((n, c, m) for n, (c, m) in models.items()))
-        script = self.recipe / "scripts" / "decode_models.sh"
-        if not script.is_file():
-            script = ROOT / "egs2" / "TEMPLATE" / "asr1_comflp" / "scripts" / "decode_models.sh"
+        # the recipe's own stage scripts: asr_comflp.sh links into its template
+        script = (self.recipe / "asr_comflp.sh").resolve().parent / "scripts" / "decode_models.sh"
         cmd = ["bash", "-c", '. ./path.sh && . ./cmd.sh && exec "$0" --cmd "${decode_cmd}" "$@"', str(script),
                "--python", "python", "--nj", str(self.args.inference_nj), "--ngpu", "0",
                "--inference_config", self.args.inference_config, "--token_type", "char", "--score", "false",

@@ -399,12 +399,13 @@ def choose_finalists(items: List[Dict[str, Any]], num_finalists: int) -> List[st
     scored = [i for i in items if i.get("proxy") is not None]
     if not scored:
         return [i["name"] for i in items]
+    return [i["name"] for i in sorted(scored, key=proxy_order)[:num_finalists]]
 
-    def key(item):
-        proxy = item["proxy"]
-        return (proxy.get("num_err", proxy["value"]), item["rank"])
 
-    return [i["name"] for i in sorted(scored, key=key)[:num_finalists]]
+def proxy_order(item: Dict[str, Any]):
+    """Sort key of a scored candidate: its proxy value (errors when counted), then its coarse rank."""
+    proxy = item["proxy"]
+    return (proxy.get("num_err", proxy["value"]), item["rank"])
 
 
 def scored_items(view: Run, proxy: str, reference: Optional[Dict[str, str]], params: Dict[str, Any],
@@ -428,7 +429,7 @@ def scored_items(view: Run, proxy: str, reference: Optional[Dict[str, str]], par
         items.append(item)
     if with_proxy:
         save_proxy_values(view, proxy)
-        order = sorted(items, key=lambda i: (i["proxy"].get("num_err", i["proxy"]["value"]), i["rank"]))
+        order = sorted(items, key=proxy_order)
         for position, item in enumerate(order, 1):
             item["proxy_rank"] = position
     return items

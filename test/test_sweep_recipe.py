@@ -35,14 +35,19 @@ def ok(result):
     return result
 
 
-@pytest.fixture(scope="module")
-def sweep_run(mini_an4_run, tmp_path_factory):
-    d = copy_trained_recipe(mini_an4_run, tmp_path_factory.mktemp("sweep"))
-    first, seconds = run_recipe(d, mini_an4_run["tarball"], "--stage", "14", "--stop_stage", "20", *SWEEP,
+def run_sweep(mini_an4_run, tmp_path_factory, name, options, what):
+    """Stages 14-20 with OPTIONS on a copy of the trained mini_an4 recipe."""
+    d = copy_trained_recipe(mini_an4_run, tmp_path_factory.mktemp(name))
+    first, seconds = run_recipe(d, mini_an4_run["tarball"], "--stage", "14", "--stop_stage", "20", *options,
                                 "--comflp_max_degradation", "1000")
     ok(first)
-    print(f"\nmini_an4 sweep k = 3, 4, stages 14-20: {seconds:.0f} s")
+    print(f"\nmini_an4 {what}, stages 14-20: {seconds:.0f} s")
     return {"dir": d, "first": first, "tarball": mini_an4_run["tarball"]}
+
+
+@pytest.fixture(scope="module")
+def sweep_run(mini_an4_run, tmp_path_factory):
+    return run_sweep(mini_an4_run, tmp_path_factory, "sweep", SWEEP, "sweep k = 3, 4")
 
 
 def comflp(d):
@@ -185,12 +190,7 @@ BRACKET = ["--comflp_sweep_range", "2:5", "--comflp_finetune", "false", "--comfl
 
 @pytest.fixture(scope="module")
 def bracket_run(mini_an4_run, tmp_path_factory):
-    d = copy_trained_recipe(mini_an4_run, tmp_path_factory.mktemp("bracket"))
-    first, seconds = run_recipe(d, mini_an4_run["tarball"], "--stage", "14", "--stop_stage", "20", *BRACKET,
-                                "--comflp_max_degradation", "1000")
-    ok(first)
-    print(f"\nmini_an4 bracketing sweep k = 2..5, stages 14-20: {seconds:.0f} s")
-    return {"dir": d, "first": first, "tarball": mini_an4_run["tarball"]}
+    return run_sweep(mini_an4_run, tmp_path_factory, "bracket", BRACKET, "bracketing sweep k = 2..5")
 
 
 def bracket_tag(k):
