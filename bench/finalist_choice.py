@@ -45,6 +45,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from comflp_espnet import bootstrap, scoring  # noqa: E402
+from comflp_espnet.atomic import atomic_output_file  # noqa: E402
 from comflp_espnet.rank_agreement import kendall_tau_b  # noqa: E402
 from comflp_espnet.rundir import RunDir, read_ranking, write_models_scp  # noqa: E402
 
@@ -182,9 +183,10 @@ class Study:
                             "prob_better": cmp.prob_a_better}
         data = {"recipe_dir": str(self.recipe), "asr_exp": self.args.asr_exp, "finalists": self.args.finalists,
                 "test_set": self.args.test_set, "depths": results, "paired_against_default": paired}
-        (self.out / "finalist_choice.json").write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
         md = report(data)
-        (self.out / "finalist_choice.md").write_text(md, encoding="utf-8")
+        for name, text in (("finalist_choice.json", json.dumps(data, indent=1) + "\n"), ("finalist_choice.md", md)):
+            with atomic_output_file(self.out / name, encoding="utf-8") as f:
+                f.write(text)
         print(md)
 
 
