@@ -45,6 +45,7 @@ from comflp_espnet import records
 from comflp_espnet.atomic import atomic_output_dir
 from comflp_espnet.cli import InputError, read_yaml_mapping
 from comflp_espnet.datadir import unreadable_audio
+from comflp_espnet.gc_tuning import collector_paused
 from comflp_espnet.rundir import read_models_scp
 
 # Bumped when the decoding of the same inputs would give other outputs.
@@ -550,9 +551,10 @@ def decode_share(models_scp: str, data_triples: Sequence[Tuple[str, str, str]], 
         return
     bad = bad_audio(data_triples, keys, skip_bad_utts)
 
-    import espnet2.bin.asr_inference as inference_module
-    import torch
-    from espnet2.tasks.asr import ASRTask
+    with collector_paused():
+        import espnet2.bin.asr_inference as inference_module
+        import torch
+        from espnet2.tasks.asr import ASRTask
 
     kwargs = speech2text_kwargs(
         conf, inspect.signature(inference_module.Speech2Text.__init__).parameters,

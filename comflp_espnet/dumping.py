@@ -16,6 +16,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from comflp_espnet.atomic import atomic_output_dir
 from comflp_espnet.datadir import DataDirError, read_kaldi_map, read_keys, unreadable_audio, utterance_ids
 from comflp_espnet.decoding import MIN_SECONDS, sample_rate
+from comflp_espnet.gc_tuning import collector_paused
 
 # Utterances per forward pass of the dump (comflp_dump --batch_size).
 DEFAULT_BATCH_SIZE = 8
@@ -108,10 +109,11 @@ def run_dump(
     encoder's subsampling, is an error; with ``skip_bad_utts`` it is skipped
     and listed in ``states_info.yaml`` (``skipped_keys`` with reasons).
     """
-    from espnet2.tasks.asr import ASRTask
+    with collector_paused():
+        from espnet2.tasks.asr import ASRTask
 
-    from comflp_espnet.state_archive import StatesWriter, write_info
-    from comflp_espnet.states import EncoderStateCollector, log_skipped
+        from comflp_espnet.state_archive import StatesWriter, write_info
+        from comflp_espnet.states import EncoderStateCollector, log_skipped
 
     wav_scp, _, data_type = [t for t in data_path_and_name_and_type if t[1] == "speech"][0]
     keys_wanted = read_keys(key_file) if key_file is not None else list(read_kaldi_map(wav_scp))

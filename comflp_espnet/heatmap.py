@@ -5,14 +5,16 @@ from pathlib import Path
 import numpy as np
 
 from comflp_espnet.atomic import atomic_output_file
+from comflp_espnet.gc_tuning import collector_paused
 
 
 def save_heatmap(corr: np.ndarray, path: str, measure: str, num_items: int, unit: str) -> None:
     """Save the matrix as an annotated heatmap image (format from the suffix)."""
-    import matplotlib
+    with collector_paused():
+        import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
 
     n = corr.shape[0]
     size = max(4.0, min(16.0, 0.45 * n + 2.5))

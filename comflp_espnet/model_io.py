@@ -18,6 +18,8 @@ from typing import Any, Dict, List, Tuple, Union
 
 import yaml
 
+from comflp_espnet.gc_tuning import collector_paused
+
 PathLike = Union[str, Path]
 
 
@@ -85,7 +87,8 @@ def check_config_paths(config: Dict[str, Any], asr_train_config: PathLike) -> No
 
 def load_state_dict_file(asr_model_file: PathLike, device: str = "cpu") -> Dict[str, Any]:
     """Read a model file saved by ESPnet training (a plain state dict)."""
-    import torch
+    with collector_paused():
+        import torch
 
     path = Path(asr_model_file)
     if not path.is_file():
@@ -125,7 +128,8 @@ def load_asr_model(
         raise FileNotFoundError(f"--asr_model_file: {asr_model_file}: no such file")
     check_config_paths(config, asr_train_config)
 
-    from espnet2.tasks.asr import ASRTask
+    with collector_paused():
+        from espnet2.tasks.asr import ASRTask
 
     # Weights are loaded below with strict key matching; ESPnet's own loader
     # tolerates missing keys, which would hide a broken checkpoint.
@@ -158,7 +162,8 @@ def learnable_parameter_names(asr_train_config: PathLike) -> List[str]:
     builds the model from its config: buffers such as the frontend's mel matrix
     and normalisation statistics are not among them."""
     check_config_paths(read_train_config(asr_train_config), asr_train_config)
-    from espnet2.tasks.asr import ASRTask
+    with collector_paused():
+        from espnet2.tasks.asr import ASRTask
 
     model, _ = ASRTask.build_model_from_file(str(asr_train_config), None, "cpu")
     return [name for name, _ in model.named_parameters()]

@@ -49,6 +49,7 @@ from comflp_espnet import records
 from comflp_espnet.atomic import atomic_output_dir
 from comflp_espnet.cli import InputError
 from comflp_espnet.datadir import DataDirError, read_kaldi_map
+from comflp_espnet.gc_tuning import collector_paused
 
 PROXIES = ("ctc_greedy", "loss")
 INFO_FILE = "proxy_info.yaml"
@@ -257,10 +258,11 @@ def score_share(asr_train_config: str, asr_model_file: str, candidates_file: str
                          "or remove them from the data dir, or pass --skip_bad_utts true to skip them")
 
     t_import = time.perf_counter()
-    import torch
-    from espnet2.tasks.asr import ASRTask
+    with collector_paused():
+        import torch
+        from espnet2.tasks.asr import ASRTask
 
-    from comflp_espnet.proxy import ProxyError, ProxyScorer, TokenTexter
+        from comflp_espnet.proxy import ProxyError, ProxyScorer, TokenTexter
 
     import_seconds = time.perf_counter() - t_import
     if num_threads is not None:

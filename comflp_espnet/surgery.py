@@ -36,6 +36,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 import yaml
 
 from comflp_espnet.atomic import atomic_output_dir
+from comflp_espnet.gc_tuning import collector_paused
 
 PathLike = Union[str, Path]
 
@@ -369,7 +370,8 @@ def prune_experiment(
     ``allow_unpruned`` an empty request writes an unchanged copy (the unpruned
     reference).  Written atomically: on error nothing is left at ``output_dir``.
     """
-    import torch
+    with collector_paused():
+        import torch
 
     from comflp_espnet.model_io import (
         check_config_paths,

@@ -10,16 +10,18 @@ from pathlib import Path
 from typing import Any, Dict, Optional, Sequence
 
 from comflp_espnet.atomic import atomic_output_file
+from comflp_espnet.gc_tuning import collector_paused
 
 
 def save_sweep_plot(doc: Dict[str, Any], path, extra_curves: Sequence[Dict[str, Any]] = (),
                     title: Optional[str] = None) -> None:
     """Write the plot (format from the suffix).  ``extra_curves``: dicts with ``label``,
     ``layers_kept`` and ``error`` (lists of the same length)."""
-    import matplotlib
+    with collector_paused():
+        import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
 
     metric = doc["metric"]
     name = metric.upper()
