@@ -4,7 +4,7 @@ Importing ``espnet2.bin.asr_inference`` creates about a million long-lived
 objects (modules, functions, classes).  Python's cyclic garbage collector
 rescans all of them at every full collection: several times during the import
 itself, and again at interpreter exit.  Each job of a ``JOB=1:N`` array pays
-that, about 1.8 s per process on 2 CPU cores (bench/bench_job_startup.py).
+that, 1.5-2 s per process on 2 CPU cores (bench/bench_job_startup.py).
 
 ``collector_paused()`` runs a block of imports with the collector off and then,
 if the block imported modules, freezes every object alive (``gc.freeze``):
