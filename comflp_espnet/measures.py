@@ -50,7 +50,7 @@ from typing import Dict, List, Sequence
 
 import numpy as np
 
-MEASURES = ("dc", "svcca", "cka", "cosine", "angular")
+from comflp_espnet.measure_names import MEASURES  # noqa: F401  (re-exported)
 
 # Options each measure accepts, with their defaults.
 MEASURE_OPTIONS: Dict[str, Dict[str, object]] = {

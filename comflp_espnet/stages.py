@@ -283,7 +283,7 @@ class Run:
         return rundir.parse_list(self.o.measure) or ["dc"]
 
     def check_measures(self) -> None:
-        from comflp_espnet.measures import MEASURES
+        from comflp_espnet.measure_names import MEASURES
 
         for m in self.measures:
             if m not in MEASURES:

@@ -1,6 +1,8 @@
 """Correlation measures: agreement with straightforward implementations, symmetry, invariances, bad input."""
 
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -228,3 +230,15 @@ def test_states_of_different_widths_work_for_dc_cka_svcca():
     for measure in ("dc", "cka", "svcca"):
         corr = correlation_matrix([states[0], wider], measure)
         assert 0.0 < corr[0, 1] <= 1.0
+
+
+def test_stage_tool_checks_measure_names_without_numpy():
+    # Every call of the stage tool checks --comflp_measure; numpy's import would be a quarter of it.
+    code = (
+        "import sys\n"
+        "import comflp_espnet.bin.comflp_stage, comflp_espnet.stages\n"
+        "from comflp_espnet.measure_names import MEASURES\n"
+        "print('numpy' in sys.modules, ' '.join(MEASURES))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", *MEASURES]
