@@ -28,11 +28,11 @@ Timings on a shared machine are noisy: the ratios printed come from one run.
 import argparse
 import os
 import statistics
-import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_python_opts import DecodeJob, add_decode_job_options, run  # noqa: E402
 
 IMPORTS = "import espnet2.tasks.asr, espnet2.bin.asr_inference"
 IMPORT_CODE = {
@@ -51,35 +51,14 @@ JOB_CODE = {
 def get_parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--recipe_dir", default=".", help="working directory of the recipe")
-    p.add_argument("--asr_exp", required=True, help="experiment dir with config.yaml")
-    p.add_argument("--model_file", default="valid.acc.ave.pth", help="model file in --asr_exp")
-    p.add_argument("--data_dir", required=True, help="dumped data dir with wav.scp")
-    p.add_argument("--inference_config", default=None, help="decoding config YAML")
-    p.add_argument("--num_utts", type=int, default=20, help="utterances decoded per job")
-    p.add_argument("--reps", type=int, default=3, help="timed repetitions of each setting")
-    p.add_argument("--python", default=sys.executable, help="interpreter")
+    add_decode_job_options(p, num_utts=20)
     return p
-
-
-def run(cmd, cwd):
-    """Runs cmd; returns its wall seconds; a failure stops the benchmark with its output."""
-    start = time.perf_counter()
-    r = subprocess.run(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    seconds = time.perf_counter() - start
-    if r.returncode != 0:
-        sys.exit(f"failed ({r.returncode}): {' '.join(cmd)}\n{r.stderr[-3000:]}")
-    return seconds
 
 
 def main(cmd=None):
     args = get_parser().parse_args(cmd)
-    cwd = Path(args.recipe_dir).resolve()
-    exp = cwd / args.asr_exp
-    data = cwd / args.data_dir
-    for path in (exp / "config.yaml", exp / args.model_file, data / "wav.scp"):
-        if not path.is_file():
-            sys.exit(f"not found: {path}")
+    job = DecodeJob(args, "bench_job_startup_")
+    cwd = job.cwd
     py = [args.python, "-O"]
     settings = ("usual", "paused")
 
@@ -87,26 +66,15 @@ def main(cmd=None):
     run([*py, "-c", IMPORTS], cwd)  # warm-up: bytecode and file caches
     for _ in range(args.reps):
         for name in settings:
-            imports[name].append(run([*py, "-c", IMPORT_CODE[name]], cwd))
+            imports[name].append(run([*py, "-c", IMPORT_CODE[name]], cwd)[0])
 
-    work = Path(tempfile.mkdtemp(prefix="bench_job_startup_"))
-    keys = work / "keys.scp"
-    with open(data / "wav.scp") as f:
-        lines = [line for line in f if line.strip()][: args.num_utts]
-    keys.write_text("".join(lines))
-    models = work / "models.scp"
-    models.write_text(f"original {exp / 'config.yaml'} {exp / args.model_file}\n")
     jobs = {name: [] for name in settings}
     hyps = {}
     for rep in range(args.reps):
         for name in settings:
-            out = work / f"out_{name}_{rep}"
-            job = ["--models_scp", str(models), "--data_path_and_name_and_type", f"{data / 'wav.scp'},speech,sound",
-                   "--key_file", str(keys), "--output_dir", str(out), "--ngpu", "0"]
-            if args.inference_config:
-                job += ["--config", str(cwd / args.inference_config)]
-            jobs[name].append(run([*py, "-c", JOB_CODE[name], *job], cwd))
-            hyps.setdefault(name, (out / "original" / "text").read_text())
+            out = job.work / f"out_{name}_{rep}"
+            jobs[name].append(run([*py, "-c", JOB_CODE[name], *job.options(out)], cwd)[0])
+            hyps.setdefault(name, job.hypotheses(out))
     same = len(set(hyps.values())) == 1
 
     print(f"# ESPnet imports with the garbage collector paused vs as usual: {args.reps} runs each, "
@@ -114,11 +82,11 @@ def main(cmd=None):
     print("| process, start to exit | as usual s (median) | paused s (median) | saved s | ratio |")
     print("|---|---|---|---|---|")
     for label, table in (("import espnet2.tasks.asr + asr_inference", imports),
-                         (f"decode job, {len(lines)} utterances", jobs)):
+                         (f"decode job, {job.num_utts} utterances", jobs)):
         usual, paused = statistics.median(table["usual"]), statistics.median(table["paused"])
         print(f"| {label} | {usual:.2f} | {paused:.2f} | {usual - paused:.2f} | {paused / usual:.2f} |")
     print(f"hypotheses identical: {'yes' if same else 'NO'}")
-    print(f"(outputs in {work})")
+    print(f"(outputs in {job.work})")
     return 0 if same else 1
 
 

@@ -41,18 +41,56 @@ IMPORT_CODE = (
 )
 
 
-def get_parser():
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+def add_decode_job_options(p: argparse.ArgumentParser, num_utts: int) -> None:
+    """The options of a timed decode job (also bench_job_startup.py's)."""
     p.add_argument("--recipe_dir", default=".", help="working directory of the recipe")
     p.add_argument("--asr_exp", required=True, help="experiment dir with config.yaml")
     p.add_argument("--model_file", default="valid.acc.ave.pth", help="model file in --asr_exp")
     p.add_argument("--data_dir", required=True, help="dumped data dir with wav.scp")
     p.add_argument("--inference_config", default=None, help="decoding config YAML")
-    p.add_argument("--num_utts", type=int, default=30, help="utterances decoded per job")
+    p.add_argument("--num_utts", type=int, default=num_utts, help="utterances decoded per job")
     p.add_argument("--reps", type=int, default=3, help="timed repetitions of each setting")
-    p.add_argument("--opts", default="-O", help="the interpreter options compared with none")
     p.add_argument("--python", default=sys.executable, help="interpreter")
+
+
+class DecodeJob:
+    """A comflp_decode job as the fine search runs one: the original model of ``--asr_exp`` on the
+    first ``--num_utts`` utterances of ``--data_dir``; each run writes its own output dir."""
+
+    def __init__(self, args, prefix: str):
+        self.cwd = Path(args.recipe_dir).resolve()
+        exp = self.cwd / args.asr_exp
+        data = self.cwd / args.data_dir
+        for path in (exp / "config.yaml", exp / args.model_file, data / "wav.scp"):
+            if not path.is_file():
+                sys.exit(f"not found: {path}")
+        self.work = Path(tempfile.mkdtemp(prefix=prefix))
+        keys = self.work / "keys.scp"
+        with open(data / "wav.scp") as f:
+            lines = [line for line in f if line.strip()][: args.num_utts]
+        keys.write_text("".join(lines))
+        self.num_utts = len(lines)
+        models = self.work / "models.scp"
+        models.write_text(f"original {exp / 'config.yaml'} {exp / args.model_file}\n")
+        self._options = ["--models_scp", str(models), "--data_path_and_name_and_type",
+                         f"{data / 'wav.scp'},speech,sound", "--key_file", str(keys), "--ngpu", "0"]
+        if args.inference_config:
+            self._options += ["--config", str(self.cwd / args.inference_config)]
+
+    def options(self, out: Path) -> list:
+        """comflp_decode's options for a run writing to ``out``."""
+        return [*self._options, "--output_dir", str(out)]
+
+    @staticmethod
+    def hypotheses(out: Path) -> str:
+        return (out / "original" / "text").read_text()
+
+
+def get_parser():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_decode_job_options(p, num_utts=30)
+    p.add_argument("--opts", default="-O", help="the interpreter options compared with none")
     return p
 
 
@@ -68,12 +106,8 @@ def run(cmd, cwd):
 
 def main(cmd=None):
     args = get_parser().parse_args(cmd)
-    cwd = Path(args.recipe_dir).resolve()
-    exp = cwd / args.asr_exp
-    data = cwd / args.data_dir
-    for path in (exp / "config.yaml", exp / args.model_file, data / "wav.scp"):
-        if not path.is_file():
-            sys.exit(f"not found: {path}")
+    job = DecodeJob(args, "bench_python_opts_")
+    cwd = job.cwd
     settings = {"plain": [args.python], args.opts: [args.python, *args.opts.split()]}
 
     imports = {name: [] for name in settings}
@@ -83,25 +117,14 @@ def main(cmd=None):
         for name, py in settings.items():
             imports[name].append(float(run([*py, "-c", IMPORT_CODE], cwd)[1].split()[-1]))
 
-    work = Path(tempfile.mkdtemp(prefix="bench_python_opts_"))
-    keys = work / "keys.scp"
-    with open(data / "wav.scp") as f:
-        lines = [line for line in f if line.strip()][: args.num_utts]
-    keys.write_text("".join(lines))
-    models = work / "models.scp"
-    models.write_text(f"original {exp / 'config.yaml'} {exp / args.model_file}\n")
     jobs = {name: [] for name in settings}
     hyps = {}
     for rep in range(args.reps):
         for name, py in settings.items():
-            out = work / f"out_{name.strip('-') or 'plain'}_{rep}"
-            cmd = [*py, "-m", "comflp_espnet.bin.comflp_decode", "--models_scp", str(models),
-                   "--data_path_and_name_and_type", f"{data / 'wav.scp'},speech,sound",
-                   "--key_file", str(keys), "--output_dir", str(out), "--ngpu", "0"]
-            if args.inference_config:
-                cmd += ["--config", str(cwd / args.inference_config)]
+            out = job.work / f"out_{name.strip('-') or 'plain'}_{rep}"
+            cmd = [*py, "-m", "comflp_espnet.bin.comflp_decode", *job.options(out)]
             jobs[name].append(run(cmd, cwd)[0])
-            hyps.setdefault(name, (out / "original" / "text").read_text())
+            hyps.setdefault(name, job.hypotheses(out))
     same = len(set(hyps.values())) == 1
 
     print(f"# python {args.opts!r} vs plain: {args.reps} runs each, alternating, "
@@ -109,11 +132,11 @@ def main(cmd=None):
     print("| measurement | plain s (median) | " f"{args.opts} s (median) | ratio |")
     print("|---|---|---|---|")
     for label, table in (("import espnet2.tasks.asr + asr_inference", imports),
-                         (f"decode job, {len(lines)} utterances", jobs)):
+                         (f"decode job, {job.num_utts} utterances", jobs)):
         plain, opt = statistics.median(table["plain"]), statistics.median(table[args.opts])
         print(f"| {label} | {plain:.2f} | {opt:.2f} | {opt / plain:.2f} |")
     print(f"hypotheses identical: {'yes' if same else 'NO'}")
-    print(f"(outputs in {work})")
+    print(f"(outputs in {job.work})")
     return 0 if same else 1
 
 
