@@ -75,8 +75,10 @@ def get_parser():
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads of the in-process measurements (proxy and full decodes)")
     p.add_argument("--nj", type=int, default=2,
-                   help="also run the ctc_greedy proxy as this many parallel comflp_proxy jobs "
+                   help="also run --job_proxy as this many parallel comflp_proxy jobs "
                    "(one thread each, imports included), as the recipe does; 0: skip")
+    p.add_argument("--job_proxy", default="loss", choices=["ctc_greedy", "loss"],
+                   help="the proxy of the parallel jobs (the recipe's default: loss)")
     p.add_argument("--unshared", type=int, default=1, choices=(0, 1),
                    help="also time the walk without prefix sharing")
     p.add_argument("--measure_imports", type=int, default=1, choices=(0, 1))
@@ -150,7 +152,7 @@ def run_proxy(args, config, model_file, cand_file, data_dir, key_file, out, prox
 
 
 def parallel_jobs(args, config, model_file, cand_file, data_dir, keys, work):
-    """The ctc_greedy proxy as ``--nj`` parallel job processes (the recipe's way):
+    """The ``--job_proxy`` proxy as ``--nj`` parallel job processes (the recipe's way):
     wall seconds from the first start to the last end, imports included."""
     env = dict(os.environ, OMP_NUM_THREADS="1",
                PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
@@ -167,8 +169,9 @@ def parallel_jobs(args, config, model_file, cand_file, data_dir, keys, work):
              "--asr_train_config", str(config), "--asr_model_file", str(model_file),
              "--candidates", str(cand_file),
              "--data_path_and_name_and_type", f"{data_dir}/wav.scp,speech,sound",
+             *(["--data_path_and_name_and_type", f"{data_dir}/text,text,text"] if args.job_proxy == "loss" else []),
              "--key_file", str(key_file), "--output_dir", str(work / f"jobs/output.{j}"),
-             "--proxy", "ctc_greedy", "--batch_size", str(args.batch_size)],
+             "--proxy", args.job_proxy, "--batch_size", str(args.batch_size)],
             env=env, stdout=log, stderr=subprocess.STDOUT), log))
     for proc, log in procs:
         proc.wait()
@@ -339,7 +342,7 @@ def main(cmd=None):
     if args.nj > 0:
         wall, job_seconds = parallel_jobs(args, config, model_file, cand_file, data_dir, keys, work)
         result["jobs"] = {"nj": args.nj, "wall": wall, "per_job": job_seconds}
-        print(f"proxy ctc_greedy as {args.nj} parallel jobs (1 thread each): {wall:.2f} s wall, "
+        print(f"proxy {args.job_proxy} as {args.nj} parallel jobs (1 thread each): {wall:.2f} s wall, "
               "imports and model loading included; per job: " + "; ".join(
                   f"import {s['import']:.1f} s, load {s['load']:.1f} s, data + scoring "
                   f"{s['score']:.1f} s" for s in job_seconds), flush=True)
@@ -381,7 +384,7 @@ def main(cmd=None):
         result[f"proxy_{proxy}"]["ratio_full_over_proxy_cpu"] = full_cpu / c
     if "jobs" in result:
         s = result["jobs"]["wall"]
-        print(f"| proxy ctc_greedy, {args.nj} parallel jobs (imports included) | {s:.2f} | | "
+        print(f"| proxy {args.job_proxy}, {args.nj} parallel jobs (imports included) | {s:.2f} | | "
               f"{full_total / s:.1f} | |")
 
     if len(records) >= 2 and proxy_cer:

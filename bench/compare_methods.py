@@ -18,7 +18,8 @@ and the variants of ``--variants`` (each against the first CoMFLP setting):
     decode_all                 every candidate of the default's pool decoded (its real
                                CERs give the rank agreement of proxy and real CER)
     union                      the union of the dc, svcca and cka top-K pools
-    glp_proxy                  glp whose steps rank by the proxy (--comflp_glp_metric ctc_greedy)
+    glp_proxy                  glp whose steps rank by the default proxy
+                               (--comflp_glp_metric loss)
     drop_last                  the last k layers
     random                     K seeded random proposals, fine-searched
     bi                         block influence (cosine measure)
@@ -150,7 +151,7 @@ def build_methods(measures: Sequence[str], searches: Sequence[str], baselines: S
     for b in baselines:
         methods.append(Method(b, BASELINE_MEASURE[b], b, ["--comflp_glp_metric", "decode"] if b == "glp" else []))
         if b == "glp" and "glp_proxy" in variants:
-            methods.append(Method("glp_proxy", "dc", "glp", ["--comflp_glp_metric", "ctc_greedy"], "dc_glp_proxy",
+            methods.append(Method("glp_proxy", "dc", "glp", ["--comflp_glp_metric", "loss"], "dc_glp_proxy",
                                   True))
     return methods
 
@@ -686,7 +687,8 @@ def render_markdown(data: Dict[str, Any]) -> str:
         f"`{held_out} CI` = 95 % bootstrap interval over the {held_out} utterances "
         f"({data.get('bootstrap_samples')} resamples); "
         "decodes = pruned models decoded in full on the fine-search set to choose the winner; proxy = candidates "
-        "scored by the proxy (CTC greedy); search s = wall time of the search (states + matrix + coarse + fine "
+        "scored by the proxy (`--comflp_fine_proxy`, the loss by default); "
+        "search s = wall time of the search (states + matrix + coarse + fine "
         "search; glp: its greedy loop); ratio = search s / glp's (glp by full decodes); tau = Kendall's tau-b "
         "between the proxy and the real CER over the candidates decoded in full by this search (its finalists) "
         "or another (n of them; shown when another search decoded some of them), with whether the proxy's top 3 hold the best by real CER, and that best's rank in the "
@@ -845,7 +847,7 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--baselines", nargs="*", default=list(BASELINES), choices=BASELINES)
     p.add_argument("--variants", nargs="*", default=[], choices=VARIANTS,
                    help="further searches: decode10 (top 10, all decoded), decode_all (the default's pool, "
-                        "all decoded), union (dc+svcca+cka pools), glp_proxy (glp by CTC greedy)")
+                        "all decoded), union (dc+svcca+cka pools), glp_proxy (glp by the loss proxy)")
     p.add_argument("--finetune", nargs="*", default=["all"],
                    help="what to fine-tune, in this order: 'all', 'unpruned' (the reference), labels "
                         "(e.g. comflp_dp_dc glp) or label@k; 'none' for nothing")

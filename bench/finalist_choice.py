@@ -14,8 +14,8 @@ They share the recipe's cache of fine-search decodes, so the pool is decoded onc
 ``scores/ranking.json`` each rule below chooses finalists; its winner is the finalist with the fewest
 errors on the fine-search set (ties: the better coarse rank), as stage 18 chooses:
 
-    ctc_greedy   the M best by CTC-greedy CER (the recipe's default)
-    loss         the M best by teacher-forced loss
+    ctc_greedy   the M best by CTC-greedy CER
+    loss         the M best by teacher-forced loss (the recipe's default)
     coarse       the M best by coarse score (no proxy)
     coarse10     the 10 best by coarse score (the paper's fine search: all 10 decoded)
     pool         every candidate (the pool's best on the fine-search set)
@@ -24,7 +24,7 @@ Every distinct winner is decoded on ``--test_set`` with the recipe's own decodin
 (``scripts/decode_models.sh`` through the recipe's ``${decode_cmd}``). The report (``finalist_choice.md``
 and ``.json`` in the output directory): per k, Kendall's tau-b of each proxy against the real CER over
 the pool, and the fine-search and test CER of each rule's winner; over all k together, the paired
-bootstrap difference on test of each rule's winners against the default's (``ctc_greedy``).
+bootstrap difference on test of each rule's winners against the default's (``loss``).
 
 Example (from the plugin root, the an4_synth model trained; about 25 minutes on 2 CPU cores):
 
@@ -53,7 +53,7 @@ LOG_FORMAT = "%(asctime)s (%(module)s:%(lineno)d) %(levelname)s: %(message)s"
 VARIANTS = {"ctc_greedy": ["--comflp_fine_proxy", "ctc_greedy"], "loss": ["--comflp_fine_proxy", "loss"],
             "decode_all": ["--comflp_fine_proxy", "none"]}
 RULES = ("ctc_greedy", "loss", "coarse", "coarse10", "pool")
-DEFAULT_RULE = "ctc_greedy"
+DEFAULT_RULE = "loss"
 BOOTSTRAP_SAMPLES = 2000
 
 

@@ -101,9 +101,10 @@ def has_ctc(model) -> bool:
 
 
 def effective_proxy(model, proxy: str) -> str:
-    """The proxy that will be used: ``ctc_greedy`` falls back to ``loss``
-    (with a log line) for a model without a CTC branch; unsupported requests
-    raise ProxyError."""
+    """The proxy that will be used: each falls back to the other, with a log
+    line, where it cannot be computed (``ctc_greedy`` without a CTC branch;
+    ``loss`` for a model whose loss the scorer does not compute, see
+    ``loss_unsupported``); a model that allows neither raises ProxyError."""
     if proxy not in PROXIES:
         raise ProxyError(f"unknown proxy {proxy!r}; choose one of {', '.join(PROXIES)}")
     if proxy == "ctc_greedy" and not has_ctc(model):
@@ -112,26 +113,30 @@ def effective_proxy(model, proxy: str) -> str:
             "impossible; scoring candidates by the model's loss instead"
         )
         proxy = "loss"
-    if proxy == "loss":
-        check_loss_supported(model)
+    elif proxy == "loss" and loss_unsupported(model) and has_ctc(model):
+        logging.info(
+            f"The loss proxy does not support this model ({loss_unsupported(model)}); "
+            "scoring candidates by CTC greedy decoding instead"
+        )
+        proxy = "ctc_greedy"
+    if proxy == "loss" and loss_unsupported(model):
+        raise ProxyError(f"the loss proxy does not support this model: {loss_unsupported(model)}")
     return proxy
 
 
-def check_loss_supported(model) -> None:
+def loss_unsupported(model) -> Optional[str]:
+    """Why the scorer cannot compute this model's training loss, or None."""
     if getattr(model, "use_transducer_decoder", False):
-        raise ProxyError(
-            "the loss proxy supports CTC/attention models, not transducer decoders; "
-            "use --proxy ctc_greedy"
-        )
+        return "a transducer decoder"
     if getattr(model, "use_linear_decoder", False):
-        raise ProxyError("the loss proxy does not support classification (linear) decoders")
+        return "a classification (linear) decoder"
+    if type(getattr(model, "decoder", None)).__name__ == "MLMDecoder":
+        return "a masked-LM decoder (Mask-CTC)"
     if model.ctc_weight != 1.0 and getattr(model, "decoder", None) is None:
-        raise ProxyError("the model has no attention decoder to compute its loss with")
+        return "no attention decoder"
     if getattr(model, "interctc_weight", 0.0) != 0.0 and getattr(model, "aux_ctc", None):
-        raise ProxyError(
-            "the loss proxy does not support auxiliary CTC targets (aux_ctc); "
-            "use --proxy ctc_greedy"
-        )
+        return "auxiliary CTC targets (aux_ctc)"
+    return None
 
 
 @dataclass

@@ -138,7 +138,7 @@ class Options:
     max_run: str = ""
     protect: str = ""
     fine_nutt: int = 500
-    fine_proxy: str = "ctc_greedy"
+    fine_proxy: str = "loss"
     fine_finalists: int = 3
     proxy_batch_size: int = 8
     glp_metric: str = "decode"
@@ -322,10 +322,32 @@ class Run:
         """Whether the model has a CTC branch (ESPnet builds none with ctc_weight 0)."""
         return float((self.train_config.get("model_conf") or {}).get("ctc_weight", 0.5)) != 0.0
 
+    @property
+    def loss_unsupported(self) -> Optional[str]:
+        """Why the loss proxy cannot score this model (read from its training config), or None; the
+        proxy job checks the built model the same way (``proxy.loss_unsupported``)."""
+        config = self.train_config
+        conf = config.get("model_conf") or {}
+        decoder = config.get("decoder")
+        if decoder == "transducer":
+            return "a transducer decoder"
+        if decoder == "linear_decoder":
+            return "a classification (linear) decoder"
+        if decoder == "mlm" or config.get("model") == "maskctc":
+            return "a masked-LM decoder (Mask-CTC)"
+        if decoder in (None, "none") and float(conf.get("ctc_weight", 0.5)) != 1.0:
+            return "no attention decoder"
+        if float(conf.get("interctc_weight", 0.0)) != 0.0 and conf.get("aux_ctc"):
+            return "auxiliary CTC targets (aux_ctc)"
+        return None
+
     def proxy_for(self, requested: str) -> str:
-        """The proxy used for ``requested``: ctc_greedy falls back to loss without a CTC branch."""
+        """The proxy used for ``requested``: each falls back to the other where it cannot be
+        computed (ctc_greedy without a CTC branch, loss where ``loss_unsupported``)."""
         if requested == "ctc_greedy" and not self.has_ctc:
             return "loss"
+        if requested == "loss" and self.has_ctc and self.loss_unsupported:
+            return "ctc_greedy"
         return requested
 
     @property
@@ -622,11 +644,19 @@ def check(run: Run) -> Dict[str, Any]:
                              "of depths) with --comflp_max_degradation X, or --comflp_sweep_decode all")
     if o.proxy_batch_size < 1:
         raise StageError("--comflp_proxy_batch_size must be at least 1")
-    if not run.has_ctc:
-        for option, value in (("--comflp_fine_proxy", o.fine_proxy), ("--comflp_glp_metric", o.glp_metric)):
-            if value == "ctc_greedy" and (option == "--comflp_fine_proxy" or o.search == "glp"):
-                logging.info(f"{option} ctc_greedy: {run.asr_train_config} has no CTC branch (ctc_weight 0), "
-                             "so candidates are scored by the model's loss instead")
+    for option, value in (("--comflp_fine_proxy", o.fine_proxy), ("--comflp_glp_metric", o.glp_metric)):
+        if value not in ("ctc_greedy", "loss") or (option == "--comflp_glp_metric" and o.search != "glp"):
+            continue
+        if not run.has_ctc and (value == "ctc_greedy" or run.loss_unsupported):
+            if run.loss_unsupported:
+                raise StageError(f"{option} {value}: {run.asr_train_config} has no CTC branch (ctc_weight 0) and "
+                                 f"the loss proxy does not support {run.loss_unsupported}; use {option} "
+                                 f"{'none' if option == '--comflp_fine_proxy' else 'decode'}")
+            logging.info(f"{option} ctc_greedy: {run.asr_train_config} has no CTC branch (ctc_weight 0), "
+                         "so candidates are scored by the model's loss instead")
+        elif value == "loss" and run.loss_unsupported:
+            logging.info(f"{option} loss: the loss proxy does not support {run.loss_unsupported} "
+                         f"({run.asr_train_config}), so candidates are scored by CTC greedy decoding instead")
     if 14 in stages:
         if not o.train_set:
             raise StageError("--train_set is required for stage 14")

@@ -167,7 +167,7 @@ def test_variants_are_searches_of_their_own_with_their_options():
     assert methods["comflp_dp_dc_decode10"].tag(6) == "dc_dp_decode10_prune6"
     assert methods["comflp_dp_union"].measure == "dc svcca cka" and methods["comflp_dp_union"].is_comflp
     assert methods["glp"].extra_args == ["--comflp_glp_metric", "decode"]
-    assert methods["glp_proxy"].extra_args == ["--comflp_glp_metric", "ctc_greedy"]
+    assert methods["glp_proxy"].extra_args == ["--comflp_glp_metric", "loss"]
     assert len({m.tag(3) for m in methods.values()}) == len(methods)  # one directory each
 
 

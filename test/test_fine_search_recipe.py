@@ -1,5 +1,7 @@
 """The fine search through the stage script (asr_comflp.sh stages 14-18) on a tiny ESPnet model
-(4-block Transformer, random weights; the demo recipe of test_faults.py):
+(4-block Transformer, random weights; the demo recipe of test_faults.py). The runs ask for the
+``ctc_greedy`` proxy, whose cache entries are Kaldi texts (the default, ``loss``, is checked end to end by
+test_recipe_mini_an4.py):
 
 | case | command | expected outcome |
 |---|---|---|
@@ -10,7 +12,7 @@
 | another proxy option | `--comflp_proxy_batch_size 1` | a new proxy directory with every candidate scored again; finalists already written or decoded are not redone |
 | glp by the proxy | `--comflp_search glp --comflp_glp_metric ctc_greedy` | each step scored by the proxy (no model written), the best removed; pruned sets already scored are reused; its result decoded as the one finalist |
 | --comflp_fine_proxy none | `--comflp_fine_proxy none --comflp_topk 3` | every candidate a finalist, decoded; no proxy |
-| no CTC branch | a model with ctc_weight 0 | ctc_greedy falls back to loss, with a log line |
+| no CTC branch | a model with ctc_weight 0, `--comflp_fine_proxy ctc_greedy` | ctc_greedy falls back to loss, with a log line |
 
 Marked ``recipe``: it runs the stage script several times (minutes).
 """
@@ -29,8 +31,9 @@ from test_faults import make_recipe, ok, run
 
 pytestmark = pytest.mark.recipe
 
+PROXY = ["--comflp_fine_proxy", "ctc_greedy"]
 DEPTHS = ["--comflp_num_prune", "1 2", "--comflp_topk", "3", "--comflp_fine_finalists", "2", "--nj", "2",
-          "--inference_nj", "2"]
+          "--inference_nj", "2", *PROXY]
 TAGS = ("dc_dp_prune1", "dc_dp_prune2")
 
 
@@ -113,7 +116,7 @@ def test_a_depth_alone_after_a_run_of_several_does_nothing(depths_run):
     t = comflp(d).tag("dc_dp_prune2")
     watched = mtimes(t.fine_search_json, t.scores / "winner", decode_dir(d) / "hyp" / "original" / "text")
     r = ok(run(d, "--stage", "14", "--stop_stage", "18", "--comflp_num_prune", "2", "--comflp_topk", "3",
-               "--comflp_fine_finalists", "2"))
+               "--comflp_fine_finalists", "2", *PROXY))
     for n in (14, 15, 16, 17, 18):
         assert re.search(rf"Stage {n}: .*current; skipping", r.stdout), n
     assert "Proxy (" not in r.stdout and "Decoding" not in r.stdout
@@ -182,7 +185,7 @@ def test_another_proxy_option_redoes_only_what_depends_on_it(depths_run):
 def test_glp_by_the_proxy_scores_steps_without_writing_models(depths_run):
     d = copy_of(depths_run, "glp")
     r = ok(run(d, "--stage", "16", "--stop_stage", "18", "--comflp_search", "glp", "--comflp_glp_metric",
-               "ctc_greedy", "--comflp_num_prune", "2"))
+               "ctc_greedy", "--comflp_num_prune", "2", *PROXY))
     t = comflp(d).tag("dc_glp_prune2")
     (proxy,) = proxy_dirs(d)
     # Step 1 tries the 4 single layers, 3 of which the depth-1 search had scored already.
@@ -225,7 +228,7 @@ def test_a_model_without_ctc_is_scored_by_its_loss(depths_run, tmp_path):
     make_tiny_asr_exp(d / "exp" / "nc", num_blocks=4, decoder_blocks=1, model_conf={"ctc_weight": 0.0})
     (d / "conf" / "decode_nc.yaml").write_text("beam_size: 2\nctc_weight: 0.0\nmaxlenratio: -3\n")
     r = ok(run(d, "--stage", "14", "--stop_stage", "18", "--asr_exp", "exp/nc", "--comflp_topk", "3",
-               "--comflp_fine_finalists", "1", "--inference_config", "conf/decode_nc.yaml"))
+               "--comflp_fine_finalists", "1", "--inference_config", "conf/decode_nc.yaml", *PROXY))
     assert "no CTC branch" in r.stderr and "loss" in r.stderr
     c = RunDir(d / "exp" / "nc" / "comflp")
     doc = read_json(c.tag("dc_dp_prune2").fine_search_json)

@@ -170,6 +170,27 @@ def test_intermediate_ctc_with_conditioning(tmp_path, encoder):
         torch.testing.assert_close(lossy.loss[i].mean(), m_loss.float().reshape(()), atol=1e-4, rtol=1e-5)
 
 
+def test_a_loss_it_cannot_compute_falls_back_to_ctc_greedy(tmp_path, caplog):
+    from conftest import make_tiny_asr_exp
+
+    # Intermediate CTC on auxiliary targets (aux_ctc): the scorer has no such targets to score.
+    config, model_file = make_tiny_asr_exp(
+        tmp_path / "exp", num_blocks=NUM_LAYERS, encoder_conf={"interctc_layer_idx": [2]},
+        model_conf={"interctc_weight": 0.4, "aux_ctc": {"2": "text_spk2"}},
+    )
+    model, _ = load_asr_model(config, model_file)
+    with caplog.at_level(logging.INFO):
+        scorer = ProxyScorer(model, [[], [3]], "loss")
+    assert scorer.proxy == "ctc_greedy" and scorer.requested_proxy == "loss"
+    assert "auxiliary CTC targets" in caplog.text and "CTC greedy decoding instead" in caplog.text
+    speech, lengths, _, _ = batch()
+    assert len(scorer.score_batch(speech, lengths).token_ids) == 2
+    # Without a CTC branch either, there is no proxy to fall back to.
+    model.ctc_weight = 0.0
+    with pytest.raises(ProxyError, match="does not support this model: auxiliary CTC targets"):
+        ProxyScorer(model, [[3]], "loss")
+
+
 def test_ctc_weight_zero_falls_back_to_loss(tmp_path, caplog):
     from conftest import make_tiny_asr_exp
 

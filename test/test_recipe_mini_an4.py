@@ -136,12 +136,12 @@ def test_every_candidate_was_decoded_and_scored(recipe_run):
     tag = d / ASR_EXP / "comflp" / TAG
     keys = {line.split()[0] for line in (d / "dump/raw/train_dev/wav.scp").read_text().splitlines()}
     doc = fine_search(d)
-    assert doc["proxy"] == "ctc_greedy" and len(doc["candidates"]) == 30
-    # Every candidate scored by the proxy (CTC greedy hypotheses of the fine-search set) ...
+    assert doc["proxy"] == "loss" and doc["metric"] == "loss" and len(doc["candidates"]) == 30
+    # Every candidate scored by the default proxy (its teacher-forced loss on the fine-search set) ...
     for c in doc["candidates"]:
-        assert c["proxy"]["num_ref"] > 0
-        proxy_text = d / doc["proxy_dir"] / c["key"] / "text"
-        assert {line.split(maxsplit=1)[0] for line in proxy_text.read_text().splitlines()} == keys
+        assert c["proxy"]["value"] > 0 and c["proxy"]["num_tokens"] > 0
+        lines = (d / doc["proxy_dir"] / c["key"] / "loss").read_text().splitlines()
+        assert {line.split()[0] for line in lines} == keys and c["proxy"]["num_utts"] == len(keys)
     # ... and the finalists and the original decoded with the inference config.
     finalists = [c for c in doc["candidates"] if c["finalist"]]
     assert [c["name"] for c in finalists] == doc["finalists"]

@@ -410,7 +410,7 @@ def test_help_lists_comflp_options_with_defaults(recipe):
     assert r.returncode == 0
     assert '--comflp_measure         # dc, svcca, cka, cosine or angular, or a list' in r.stderr
     assert 'top K) (default="dc")' in r.stderr
-    assert '--comflp_fine_proxy      # Cheap proxy' in r.stderr and 'default="ctc_greedy"' in r.stderr
+    assert '--comflp_fine_proxy      # Cheap proxy' in r.stderr and 'default="loss"' in r.stderr
     assert '--comflp_calib_nutt      # Calibration utterances, 0 = all (default="320")' in r.stderr
 
 

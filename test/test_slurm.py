@@ -38,7 +38,7 @@ SEARCH_OUTPUTS = {
     "scores": "scores/scores.json",
     "ranking": "scores/ranking.json",
     "fine_hyps": "../fine_evals/*/hyp/*/text",
-    "proxy_hyps": "../fine_evals/ctc_greedy_*/*/text",
+    "proxy_losses": "../fine_evals/loss_*/*/loss",
     "test_hyps": f"test_decode/{INFERENCE_TAG}/*/hyp/*/text",
     "test_hyps_org": f"test_decode/{INFERENCE_TAG}/org/*/hyp/*/text",
     "test_scores": f"test_decode/{INFERENCE_TAG}/*/score/scores.json",
@@ -320,7 +320,8 @@ def test_recipe_stages_14_to_20_through_slurm_match_the_local_run(slurm, mini_an
             diff = differences(comparable(remote[name]), comparable(local[name]))
             assert not diff, f"{name} differs from the local run's: {diff[:5]}"
             compared += 1
-    assert compared >= 10 and outputs(slurm_tag, "winner"), "nothing was compared"
+    assert compared >= 10 and outputs(slurm_tag, "winner") and outputs(slurm_tag, "proxy_losses"), \
+        "nothing was compared"
 
     job_names = sorted({f"{a}_{t}" if t else a for a, t in ids.values()}, key=lambda s: [int(x) for x in s.split("_")])
     with capsys.disabled():

@@ -185,7 +185,9 @@ def test_a_rerun_rewrites_nothing(sweep_run):
 
 
 # ---------------------------------------------------------------------------- bracketing sweep
-BRACKET = ["--comflp_sweep_range", "2:5", "--comflp_finetune", "false", "--comflp_sweep_decode", "bracket"]
+# The CTC greedy proxy: an error rate, so the original's value gives the bracket its first guess.
+BRACKET = ["--comflp_sweep_range", "2:5", "--comflp_finetune", "false", "--comflp_sweep_decode", "bracket",
+           "--comflp_fine_proxy", "ctc_greedy"]
 
 
 @pytest.fixture(scope="module")

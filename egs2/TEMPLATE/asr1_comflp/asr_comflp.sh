@@ -119,7 +119,7 @@ comflp_max_run=             # Longest run of consecutive removed layers (empty: 
 comflp_protect=             # Layers never removed, comma separated, e.g. "1,2".
 comflp_fine_set=            # Data set of the fine search (default: valid_set).
 comflp_fine_nutt=500        # Fine-search utterances (0: all).
-comflp_fine_proxy=ctc_greedy  # Proxy ranking the candidates: ctc_greedy, loss, or none (decode every candidate).
+comflp_fine_proxy=loss      # Proxy ranking the candidates: loss, ctc_greedy, or none (decode every candidate).
 comflp_fine_finalists=3     # Candidates decoded in full (the best by proxy); the winner is the best of them.
 comflp_proxy_batch_size=8   # Utterances per batch of the proxy scoring.
 comflp_glp_metric=decode    # What glp's steps rank by: decode (CER/WER), ctc_greedy or loss.
@@ -209,9 +209,10 @@ Options:
     --comflp_protect         # Comma-separated layers never removed (default="${comflp_protect}").
     --comflp_fine_set        # Fine-search data set (default: --valid_set).
     --comflp_fine_nutt       # Fine-search utterances, 0 = all (default="${comflp_fine_nutt}").
-    --comflp_fine_proxy      # Cheap proxy that ranks every candidate: ctc_greedy (CER/WER of CTC greedy
-                             # decoding; a model without CTC falls back to loss), loss (teacher-forced loss
-                             # per token), none (decode every candidate) (default="${comflp_fine_proxy}").
+    --comflp_fine_proxy      # Cheap proxy that ranks every candidate: loss (teacher-forced loss per token,
+                             # CTC and attention as in training), ctc_greedy (CER/WER of CTC greedy decoding;
+                             # a model without CTC falls back to loss), none (decode every candidate)
+                             # (default="${comflp_fine_proxy}").
     --comflp_fine_finalists  # Candidates decoded with the inference config, the best by proxy; the
                              # winner is the best of them by CER/WER (default="${comflp_fine_finalists}").
     --comflp_proxy_batch_size # Utterances per batch of the proxy (default="${comflp_proxy_batch_size}").

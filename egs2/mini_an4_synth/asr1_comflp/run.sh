@@ -3,7 +3,7 @@
 # (2000 clean training utterances of US-English voices; dev and test voices disjoint from the
 # training voices), whose 12-block Transformer (d_model 64) recognizes speech after 8 epochs on
 # a CPU (test CER about 10 %); then a sweep over 2, 4, 6 and 8 removed encoder layers (per depth,
-# K=30 candidates scored by the CTC-greedy proxy, the 3 best decoded), the depth curve, the
+# K=30 candidates scored by the loss proxy, the 3 best decoded), the depth curve, the
 # deepest winner within 3 CER points of the original on the fine-search set chosen, fine-tuned
 # for 2 epochs, and the original, pruned and fine-tuned models evaluated.  Stages 1-20 take
 # under 10 minutes on 2 CPU cores, offline.
