@@ -142,9 +142,13 @@ def test_every_candidate_was_decoded_and_scored(recipe_run):
         assert c["proxy"]["value"] > 0 and c["proxy"]["num_tokens"] > 0
         lines = (d / doc["proxy_dir"] / c["key"] / "loss").read_text().splitlines()
         assert {line.split()[0] for line in lines} == keys and c["proxy"]["num_utts"] == len(keys)
+    # ... the 3 best by it (ties: the coarse rank) are the finalists, best first ...
+    by_proxy = sorted(doc["candidates"], key=lambda c: (c["proxy"]["value"], c["rank"]))
+    assert doc["finalists"] == [c["name"] for c in by_proxy[:3]]
+    assert [c["proxy_rank"] for c in by_proxy] == list(range(1, 31))
     # ... and the finalists and the original decoded with the inference config.
     finalists = [c for c in doc["candidates"] if c["finalist"]]
-    assert [c["name"] for c in finalists] == doc["finalists"]
+    assert sorted(c["name"] for c in finalists) == sorted(doc["finalists"])
     for hyp in [doc["original"]["hyp"]] + [c["hyp"] for c in finalists]:
         text = d / hyp / "text"
         assert {line.split(maxsplit=1)[0] for line in text.read_text().splitlines()} == keys
