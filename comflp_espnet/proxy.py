@@ -113,14 +113,15 @@ def effective_proxy(model, proxy: str) -> str:
             "impossible; scoring candidates by the model's loss instead"
         )
         proxy = "loss"
-    elif proxy == "loss" and loss_unsupported(model) and has_ctc(model):
+    why_not_loss = loss_unsupported(model) if proxy == "loss" else None
+    if why_not_loss and has_ctc(model):
         logging.info(
-            f"The loss proxy does not support this model ({loss_unsupported(model)}); "
+            f"The loss proxy does not support this model ({why_not_loss}); "
             "scoring candidates by CTC greedy decoding instead"
         )
         proxy = "ctc_greedy"
-    if proxy == "loss" and loss_unsupported(model):
-        raise ProxyError(f"the loss proxy does not support this model: {loss_unsupported(model)}")
+    elif why_not_loss:
+        raise ProxyError(f"the loss proxy does not support this model: {why_not_loss}")
     return proxy
 
 
