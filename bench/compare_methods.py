@@ -724,7 +724,8 @@ def render_markdown(data: Dict[str, Any]) -> str:
             "",
             "Difference = CER of the first model minus CER of the second, on the same utterances (negative: "
             "the first is better), with its 95 % interval and the share of resamples in which the first is "
-            "better. An interval that contains 0 means the test set cannot tell the two apart.",
+            "better (ties count half: the same model against itself gets 0.50). An interval that contains 0 means "
+            "the test set cannot tell the two apart.",
             "",
             "| k | first | second | fine-tuned | difference | 95 % interval | P(first better) |",
             "|---|---|---|---|---|---|---|",

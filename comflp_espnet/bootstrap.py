@@ -30,7 +30,8 @@ class PairedComparison:
     difference: float
     low: float
     high: float
-    # Fraction of resamples in which A's error rate is lower than B's.
+    # Fraction of resamples in which A's error rate is lower than B's, ties counted half: two
+    # systems with the same errors on every utterance get 0.5, not 0.
     prob_a_better: float
 
 
@@ -105,5 +106,5 @@ def paired_difference(
         difference=100.0 * (a.sum() - b.sum()) / n.sum(),
         low=float(np.percentile(diff, lo)),
         high=float(np.percentile(diff, hi)),
-        prob_a_better=float(np.mean(diff < 0)),
+        prob_a_better=float(np.mean(diff < 0) + 0.5 * np.mean(diff == 0)),
     )
